@@ -1,0 +1,34 @@
+# Project tasks. `make install` builds .venv; `make test` runs the test suite (CPU, 8 fake devices).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_ENABLE_ONEDNN_OPTS := 0
+
+.PHONY: install test tools-venv clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+test: install
+	$(PY) -m pytest -q tests
+
+# A separate venv with the PyTorch reference implementations, only for regenerating goldens in tools/.
+tools-venv: .venv-tools/.installed
+
+.venv-tools/.installed: requirements-tools.txt
+	$(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/python -m pip install --quiet --upgrade pip
+	.venv-tools/bin/python -m pip install --quiet -r requirements-tools.txt
+	.venv-tools/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .venv-tools

@@ -1,0 +1,1 @@
+"""XMC-GAN (Zhang et al., CVPR 2021) in JAX/Flax."""

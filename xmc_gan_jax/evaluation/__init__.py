@@ -1,0 +1,1 @@
+"""FID/KID/IS evaluation with a Flax port of the FID Inception network."""
