@@ -1,0 +1,175 @@
+"""XMC-GAN generator (Zhang et al., CVPR 2021), as in the released code.
+
+z [B, z_dim] and text (sentence [B, E], words [B, T, E]) -> images [B, H, W, 3] in [0, 1].
+
+- Global condition gc = concat(Dense(z_dim)(sentence), z) (2*z_dim = 256 channels).
+- Stem Dense(16*gf*4*4)(z) -> [B, 4, 4, 16*gf] (the stem sees z only, as in the original code).
+- `GenBlock`s (self-modulated by gc through ConditionalBatchNorm) from 4x4 up to `cond_size`.
+- Word attention once at `cond_size`: regions = 1x1 Conv(E)(x); per region, a softmax over the real words of
+  gamma_for_g * cos(region, word) weights the L2-normalised words into a context vector.
+- Spatial condition = concat(context [E], tiled gc [256]) at `cond_size`, nearest-upsampled x2 before each later
+  block; `GenSpatialBlock`s (LocalConditionalBatchNorm: per-pixel modulation) up to `image_size`.
+- Head LCBN -> ReLU -> Conv3x3(3) -> tanh -> (x + 1) / 2.
+
+Channel multipliers of gf per block (output widths), 4x4 -> image_size:
+  128 px: 16, 8 | 4, 2, 1        256 px: 16, 8 | 8, 4, 2, 1   (original)
+  64 px:  16, 8 | 2, 1           (our choice: the original has no 64 px config; we keep the two global blocks and
+                                  the last two spatial widths of the 128 px model)
+With cond_size = 16, the first two blocks are GenBlocks and the rest GenSpatialBlocks. No spectral norm in G.
+Variables: `params`, `batch_stats` (pass `mutable=['batch_stats']` when train=True).
+"""
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xmc_gan_jax.models import layers
+
+CHANNEL_MULTIPLIERS = {64: (16, 8, 2, 1), 128: (16, 8, 4, 2, 1), 256: (16, 8, 8, 4, 2, 1)}
+_MASK_LOGIT = -1e9
+
+
+def _conv(features: int, kernel: int, dtype: Any, name: Optional[str] = None) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), dtype=dtype, kernel_init=layers.default_kernel_init, name=name)
+
+
+class GenBlock(nn.Module):
+  """Up-block with global modulation: [B, H, W, Cin], cond [B, D] -> [B, 2H, 2W, features].
+
+  CBN -> ReLU -> up x2 -> Conv3x3 -> CBN -> ReLU -> Conv3x3, plus shortcut up x2 -> Conv1x1.
+  """
+  features: int
+  group_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
+    h = layers.ConditionalBatchNorm(self.group_size, self.dtype, name="cbn0")(x, cond, train)
+    h = _conv(self.features, 3, self.dtype, "conv0")(layers.upsample_nearest(nn.relu(h)))
+    h = layers.ConditionalBatchNorm(self.group_size, self.dtype, name="cbn1")(h, cond, train)
+    h = _conv(self.features, 3, self.dtype, "conv1")(nn.relu(h))
+    shortcut = _conv(self.features, 1, self.dtype, "shortcut")(layers.upsample_nearest(x))
+    return h + shortcut
+
+
+class GenSpatialBlock(nn.Module):
+  """Up-block with per-pixel modulation: x [B, H, W, Cin], cond0 [B, H, W, D], cond1 [B, 2H, 2W, D]
+  -> [B, 2H, 2W, features]. Same layout as `GenBlock` with LocalConditionalBatchNorm (cond0 then cond1)."""
+  features: int
+  group_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond0: jax.Array, cond1: jax.Array, train: bool) -> jax.Array:
+    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn0")(x, cond0, train)
+    h = _conv(self.features, 3, self.dtype, "conv0")(layers.upsample_nearest(nn.relu(h)))
+    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn1")(h, cond1, train)
+    h = _conv(self.features, 3, self.dtype, "conv1")(nn.relu(h))
+    shortcut = _conv(self.features, 1, self.dtype, "shortcut")(layers.upsample_nearest(x))
+    return h + shortcut
+
+
+def word_attention(regions: jax.Array, words: jax.Array, word_mask: jax.Array, gamma: float) -> jax.Array:
+  """Region-to-word attention of the original `attention_for_g`, in float32.
+
+  Args:
+    regions: [B, R, E] region features.
+    words: [B, T, E] word (token) features; values at padded positions are ignored entirely.
+    word_mask: [B, T], nonzero = real token.
+    gamma: logit scale applied to the cosine similarities.
+
+  Returns:
+    [B, R, E] float32: sum_t softmax_t(gamma * cos(region, word_t)) * word_t / ||word_t|| over real words
+    (all-zero when a caption has no real word).
+  """
+  real = (word_mask > 0)[:, :, None]
+  words = jnp.where(real, words.astype(jnp.float32), 0.0)  # garbage (even NaN) in padding cannot leak.
+  regions = layers.safe_l2_normalize(regions.astype(jnp.float32))
+  words = layers.safe_l2_normalize(words)
+  logits = gamma * jnp.einsum("bre,bte->brt", regions, words, precision=jax.lax.Precision.HIGHEST)
+  logits = jnp.where(jnp.swapaxes(real, 1, 2), logits, _MASK_LOGIT)
+  attn = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("brt,bte->bre", attn, words, precision=jax.lax.Precision.HIGHEST)
+
+
+class Generator(nn.Module):
+  """XMC-GAN generator (see module docstring).
+
+  Attributes:
+    image_size: output side in pixels: 64, 128 or 256.
+    z_dim: noise width (also the width of the projected sentence).
+    gf_dim: base channel width (paper: 96).
+    cond_size: side of the word-attention map (power of two, 4 <= cond_size <= image_size / 2).
+    gamma_for_g: attention logit scale.
+    use_word_attention: False = spatial condition is the tiled global condition only (ablation).
+    batch_norm_group_size: examples per BatchNorm statistics group (0 = whole batch; original: 8 per device).
+    dtype: compute dtype (jnp dtype or name); params and BN statistics stay float32; output is float32.
+  """
+  image_size: int
+  z_dim: int = 128
+  gf_dim: int = 96
+  cond_size: int = 16
+  gamma_for_g: float = 15.0
+  use_word_attention: bool = True
+  batch_norm_group_size: int = 0
+  dtype: Any = jnp.float32
+
+  def _check_config(self):
+    if self.image_size not in CHANNEL_MULTIPLIERS:
+      raise ValueError(f"Generator image_size must be one of {sorted(CHANNEL_MULTIPLIERS)}, got {self.image_size}.")
+    if self.image_size < 2 * self.cond_size:
+      raise ValueError(f"Generator needs image_size >= 2 * cond_size (at least one attention-modulated block); "
+                       f"got image_size={self.image_size}, cond_size={self.cond_size}.")
+    if self.cond_size < 4 or self.cond_size & (self.cond_size - 1):
+      raise ValueError(f"Generator cond_size must be a power of two >= 4, got {self.cond_size}.")
+
+  @nn.compact
+  def __call__(self, z: jax.Array, sentence: jax.Array, words: Optional[jax.Array],
+               word_mask: Optional[jax.Array], train: bool) -> jax.Array:
+    """z [B, z_dim], sentence [B, E], words [B, T, E], word_mask [B, T] (1 = real token) -> [B, H, W, 3] f32 in [0, 1].
+
+    `words`/`word_mask` may be None when use_word_attention is False.
+    """
+    self._check_config()
+    dtype = jnp.dtype(self.dtype)
+    batch = z.shape[0]
+    if z.ndim != 2 or z.shape[1] != self.z_dim:
+      raise ValueError(f"z must be [B, {self.z_dim}], got {z.shape}.")
+    if sentence.ndim != 2 or sentence.shape[0] != batch:
+      raise ValueError(f"sentence must be [B={batch}, E], got {sentence.shape}.")
+    if self.use_word_attention:
+      if words is None or word_mask is None:
+        raise ValueError("words and word_mask are required when use_word_attention=True.")
+      if words.ndim != 3 or words.shape[0] != batch or word_mask.shape != words.shape[:2]:
+        raise ValueError(f"words must be [B={batch}, T, E] and word_mask [B, T]; got {words.shape}, "
+                         f"{word_mask.shape}.")
+    group = self.batch_norm_group_size
+    dense = lambda n, name: nn.Dense(n, dtype=dtype, kernel_init=layers.default_kernel_init, name=name)
+
+    z = z.astype(dtype)
+    gc = jnp.concatenate([dense(self.z_dim, "sentence_proj")(sentence.astype(dtype)), z], axis=-1)
+    x = dense(self.gf_dim * 16 * 4 * 4, "stem")(z).reshape(batch, 4, 4, self.gf_dim * 16)
+
+    mults = CHANNEL_MULTIPLIERS[self.image_size]
+    num_global = int(math.log2(self.cond_size // 4))
+    for i in range(num_global):
+      x = GenBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, gc, train)
+
+    size = self.cond_size
+    spatial_cond = jnp.broadcast_to(gc[:, None, None, :], (batch, size, size, gc.shape[-1]))
+    if self.use_word_attention:
+      regions = _conv(words.shape[-1], 1, dtype, "region_proj")(x).reshape(batch, size * size, -1)
+      context = word_attention(regions, words, word_mask, self.gamma_for_g)
+      context = context.reshape(batch, size, size, -1).astype(dtype)
+      spatial_cond = jnp.concatenate([context, spatial_cond], axis=-1)
+
+    for i in range(num_global, len(mults)):
+      cond_up = layers.upsample_nearest(spatial_cond)
+      x = GenSpatialBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, spatial_cond, cond_up, train)
+      spatial_cond = cond_up
+
+    x = layers.LocalConditionalBatchNorm(group, dtype, name="head_lcbn")(x, spatial_cond, train)
+    x = _conv(3, 3, dtype, "head_conv")(nn.relu(x))
+    return (jnp.tanh(x.astype(jnp.float32)) + 1.0) / 2.0
