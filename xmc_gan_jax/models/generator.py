@@ -15,6 +15,7 @@ Channel multipliers of gf per block (output widths), 4x4 -> image_size:
   128 px: 16, 8 | 4, 2, 1        256 px: 16, 8 | 8, 4, 2, 1   (original)
   64 px:  16, 8 | 2, 1           (our choice: the original has no 64 px config; we keep the two global blocks and
                                   the last two spatial widths of the 128 px model)
+  32 px:  16, 8 | 1              (our choice, for the CPU default job: one attention-modulated block)
 With cond_size = 16, the first two blocks are GenBlocks and the rest GenSpatialBlocks. No spectral norm in G.
 Variables: `params`, `batch_stats` (pass `mutable=['batch_stats']` when train=True).
 """
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from xmc_gan_jax.models import layers
 
-CHANNEL_MULTIPLIERS = {64: (16, 8, 2, 1), 128: (16, 8, 4, 2, 1), 256: (16, 8, 8, 4, 2, 1)}
+CHANNEL_MULTIPLIERS = {32: (16, 8, 1), 64: (16, 8, 2, 1), 128: (16, 8, 4, 2, 1), 256: (16, 8, 8, 4, 2, 1)}
 _MASK_LOGIT = -1e9
 
 
@@ -98,7 +99,7 @@ class Generator(nn.Module):
   """XMC-GAN generator (see module docstring).
 
   Attributes:
-    image_size: output side in pixels: 64, 128 or 256.
+    image_size: output side in pixels: 32, 64, 128 or 256.
     z_dim: noise width (also the width of the projected sentence).
     gf_dim: base channel width (paper: 96).
     cond_size: side of the word-attention map (power of two, 4 <= cond_size <= image_size / 2).

@@ -37,13 +37,7 @@ def avg_pool_2x2(x: jax.Array) -> jax.Array:
   """
   if x.ndim != 4:
     raise ValueError(f"avg_pool_2x2 expects [B, H, W, C], got shape {x.shape}.")
-  window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
-  total = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, window, strides, "SAME")
-  if x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
-    return total * jnp.asarray(0.25, x.dtype)
-  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, jnp.array(0, x.dtype), jax.lax.add, window, strides, "SAME")
-  return total / count
+  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME", count_include_pad=False)
 
 
 def safe_l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
