@@ -8,7 +8,7 @@ from configs import common
 def get_config(arg=None):
   del arg
   config = common.get_base_config()
-  config.batch_size = 8
+  config.batch_size = 16               # 2 sub-batches of 8: splits over 1, 2, 4 or 8 devices
   config.total_steps = 6
   config.log_every_steps = 2
   config.checkpoint_every_steps = 3

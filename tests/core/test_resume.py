@@ -1,0 +1,42 @@
+"""Checkpoint/resume: 4 steps straight equal 2 steps + restart + 2 steps; events and checkpoints are written."""
+import glob
+import os
+
+import jax
+import numpy as np
+
+from tests.core import tiny_setup
+from xmc_gan_jax import checkpointing
+from xmc_gan_jax import train
+
+
+def _train(workdir, total_steps):
+  config = tiny_setup.tiny_config(**{"total_steps": total_steps, "checkpoint_every_steps": 2,
+                                     "log_every_steps": 1, "sample_every_steps": 2})
+  trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
+  return trainer.run(str(workdir))
+
+
+def test_resume_is_deterministic(tmp_path):
+  straight = jax.device_get(_train(tmp_path / "straight", 4))
+  _train(tmp_path / "resumed", 2)
+  assert checkpointing.Checkpointer(str(tmp_path / "resumed"), read_only=True).latest_step() == 2
+  resumed = jax.device_get(_train(tmp_path / "resumed", 4))
+  assert int(resumed.step) == int(straight.step) == 4
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  steps = checkpointing.Checkpointer(str(tmp_path / "resumed"), read_only=True).all_steps()
+  assert steps == [2, 4]
+  assert glob.glob(os.path.join(tmp_path, "resumed", "events.out.tfevents.*"))
+
+
+def test_events_hold_train_scalars(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  _train(tmp_path, 2)
+  acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0, "images": 0})
+  acc.Reload()
+  tags = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+  for tag in ("train/d_loss", "train/g_loss", "train/real_sentence_loss", "train/fake_word_accuracy",
+              "train/image_loss", "train/steps_per_sec"):
+    assert tag in tags, (tag, sorted(tags))
+  assert "samples/ema" in set(acc.Tags()["images"]) | set(acc.Tags()["tensors"])

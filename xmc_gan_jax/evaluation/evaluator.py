@@ -1,0 +1,422 @@
+"""FID / KID / IS (and shapes alignment) of the raw and EMA generators: periodic in training, standalone on
+checkpoints (`--mode=eval`), and one-checkpoint scoring for scripts (`evaluate_checkpoint`).
+
+Protocol, identical for every checkpoint so that scores are comparable:
+- N caption/image pairs from the eval split (`sources.eval_source`, global batches of eval.batch_size; N =
+  eval.num_images, or eval.standalone_num_images for `--mode=eval`). Repeat r uses the captions of seed offset r
+  and noise z ~ N(0, 1) drawn on the host from (config.seed, r, process, batch index) (`eval_noise`). The raw and
+  the EMA generator see the same captions and the same z. Padding rows (`valid` = 0) are dropped.
+- Generated images in [0, 1] are quantised to uint8 (floor(255 x + 0.5), as a saved PNG) before the FID
+  Inception (pytorch-fid semantics, `features.FeatureExtractor`) and before the shapes verifier.
+- Real statistics: pool3 mean and covariance of the first N eval-split images at the model resolution, plus the
+  first `KID_MAX_REAL_FEATURES` features for KID, cached in `fid_stats.real_stats_path(eval.stats_dir or
+  ~/.cache/xmc_gan_jax/stats, ...)`.
+- Metrics per generator (EMA keys carry the prefix `ema_`): `fid`; `kid` (unbiased cubic-kernel MMD^2, mean over
+  100 subsets of <= 1000); `is` only with Inception weights that have the logits layer (pytorch-fid's .pth);
+  and for batches with shapes objects (`objects/*`, `num_objects`) the verifier's `align_*` fractions.
+
+Standalone: `follow_checkpoints` scores every checkpoint in WORKDIR/checkpoints once, averaged over eval.repeats
+(`<metric>_std` = std over repeats), appends one row per step to WORKDIR/scores.csv (header once; steps already
+there are skipped, so it resumes), writes `eval/*` scalars to TensorBoard in WORKDIR/eval, and stops when
+WORKDIR/TRAIN_DONE exists and every checkpoint is scored, or after a timeout.
+"""
+import csv
+import os
+import pathlib
+import time
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from xmc_gan_jax import checkpointing
+from xmc_gan_jax import image_grid
+from xmc_gan_jax import sharding
+from xmc_gan_jax import train
+from xmc_gan_jax.data import shapes_verifier
+from xmc_gan_jax.data import sources
+from xmc_gan_jax.evaluation import features as features_lib
+from xmc_gan_jax.evaluation import fid_stats
+
+SCORES_FILE = "scores.csv"
+EVENTS_DIR = "eval"
+KID_MAX_REAL_FEATURES = 10_000  # real features kept in the stats cache for KID (float32, 8 KiB each)
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+IS_SPLITS = 10
+GRID_IMAGES = 8
+DEFAULT_POLL_SECONDS = 60.0
+_NOISE_SALT = 0x65766131  # keeps evaluation noise apart from every training random stream
+_STD_METRICS = ("fid", "kid", "is")
+_CSV_LEAD = ("fid", "fid_std", "ema_fid", "ema_fid_std", "kid", "ema_kid", "kid_std", "ema_kid_std", "is",
+             "ema_is", "is_std", "ema_is_std")
+_CSV_TAIL = ("num_images", "repeats")
+_OBJECT_KEYS = tuple(f"objects/{k}" for k in ("color", "shape", "size", "row", "col")) + ("num_objects",)
+
+
+def eval_noise(seed: int, repeat: int, batch_index: int, batch_size: int, z_dim: int,
+               process_index: int = 0) -> np.ndarray:
+  """float32 [batch_size, z_dim] standard normal noise of one eval batch; a pure function of its arguments."""
+  rng = np.random.default_rng([_NOISE_SALT, int(seed), int(repeat), int(process_index), int(batch_index)])
+  return rng.standard_normal((batch_size, z_dim), dtype=np.float32)
+
+
+def quantize(images: np.ndarray) -> np.ndarray:
+  """float [..., 3] in [0, 1] -> uint8 levels floor(255 x + 0.5) after clipping (= features.quantize_unit_float)."""
+  return np.floor(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)
+                  ).astype(np.uint8)
+
+
+def default_stats_dir() -> pathlib.Path:
+  return pathlib.Path(os.path.expanduser("~")) / ".cache" / "xmc_gan_jax" / "stats"
+
+
+def weights_tag_for(weights_path: str) -> str:
+  """Short name of the Inception weights in cache file names: "default_1" or the file's stem."""
+  return pathlib.Path(weights_path).stem if weights_path else "default_1"
+
+
+def _local_rows(batch_sharding, global_size: int) -> np.ndarray:
+  """Global row indices this process supplied to `make_array_from_process_local_data`, in its order."""
+  spans = sorted({(s[0].start or 0, global_size if s[0].stop is None else s[0].stop)
+                  for s in batch_sharding.addressable_devices_indices_map((global_size,)).values()})
+  return np.concatenate([np.arange(a, b) for a, b in spans])
+
+
+def _gather_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Concatenates equally shaped per-process arrays [n, ...] in process order (identity on one process)."""
+  if jax.process_count() == 1:
+    return arrays
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in arrays.items()}
+
+
+def _captions(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
+  if "caption" not in batch:
+    return [""] * len(rows)
+  return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in batch["caption"][rows]]
+
+
+class Evaluator:
+  """Scores a TrainState's raw and EMA generators against cached real statistics (see the module doc).
+
+  `trainer` provides `config`-consistent `.samples(params, batch_stats, token_ids, token_mask, z)` (images
+  [B, H, W, 3] in [0, 1]), `.mesh` and `.text` (vocab_path, vocab_size): a `train.Trainer`.
+  `extractor` defaults to the FID Inception with config.eval.inception_weights ("" = default_1.pt).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, trainer, *, num_images: int | None = None,
+               extractor: features_lib.FeatureExtractor | None = None, weights_tag: str | None = None):
+    self.config = config
+    self.trainer = trainer
+    self.num_images = int(num_images or config.eval.num_images)
+    self.batch_size = int(config.eval.batch_size)
+    shards = sharding.batch_devices(trainer.mesh)
+    if self.num_images < 2:
+      raise ValueError(f"eval.num_images must be >= 2 (FID needs a covariance), got {self.num_images}.")
+    if self.batch_size < 1 or self.batch_size % shards or self.batch_size % jax.process_count():
+      raise ValueError(f"eval.batch_size={self.batch_size} must be a positive multiple of the {shards} devices "
+                       f"of the mesh's batch axes (e.g. --config.eval.batch_size={shards * 4}).")
+    weights = str(config.eval.inception_weights or "")
+    if extractor is None:
+      extractor = features_lib.FeatureExtractor(weights_path=weights or None,
+                                                batch_size=self.batch_size // jax.process_count())
+    self.extractor = extractor
+    self.weights_tag = weights_tag or weights_tag_for(weights)
+    self._batch_sharding = sharding.batch_sharding(trainer.mesh)
+    self._real: fid_stats.FeatureStats | None = None
+    self.last_grid: tuple[np.ndarray, np.ndarray, list[str]] | None = None  # (ema uint8, raw uint8, captions)
+    self.last_num_images = 0
+
+  # ---- data ---------------------------------------------------------------------------------------------------
+
+  def _batches(self, repeat: int) -> Iterator[dict[str, np.ndarray]]:
+    return sources.eval_source(self.config, self.trainer.text.vocab_path, self.trainer.text.vocab_size,
+                               num_examples=self.num_images, batch_size=self.batch_size, seed_offset=repeat)
+
+  def stats_path(self) -> pathlib.Path:
+    """Cache file of the real statistics (dataset, split, resolution, N, weights; seed for random data)."""
+    cfg = self.config
+    dataset = str(cfg.dataset.name)
+    if dataset == "random":
+      dataset += f"-seed{int(cfg.seed)}"
+    if cfg.dataset.get("center_crop", False):
+      dataset += "-crop"
+    if jax.process_count() > 1:
+      dataset += f"-p{jax.process_count()}"
+    return fid_stats.real_stats_path(cfg.eval.stats_dir or default_stats_dir(), dataset=dataset,
+                                     split=str(cfg.dataset.eval_split), resolution=int(cfg.model.image_size),
+                                     num_images=self.num_images, weights=self.weights_tag)
+
+  def real_stats(self) -> fid_stats.FeatureStats:
+    """Real-image statistics (with features for KID), from the cache or computed once and cached."""
+    if self._real is not None:
+      return self._real
+    path = self.stats_path()
+    if path.is_file():
+      try:
+        stats = fid_stats.load_stats(path)
+        if stats.features is not None and stats.features.shape[0] >= 2 and stats.weights == self.weights_tag:
+          self._real = stats
+          logging.info("Real statistics of %d images from %s", stats.num_images, path)
+          return stats
+        logging.warning("Ignoring %s: no features or other weights (%r); recomputing.", path, stats.weights)
+      except (OSError, ValueError) as e:
+        logging.warning("Ignoring unreadable real statistics %s (%s); recomputing.", path, e)
+    pool3, valid = [], []
+    for batch in self._batches(repeat=0):
+      pool3.append(self.extractor(batch["image"]).pool3)
+      valid.append(np.asarray(batch.get("valid", np.ones(len(batch["image"]), np.int32)), np.int32))
+    feats = self._select({"pool3": np.concatenate(pool3)}, np.concatenate(valid))["pool3"]
+    stats = fid_stats.FeatureStats.from_features(feats, weights=self.weights_tag)
+    stats.features = feats[:KID_MAX_REAL_FEATURES]
+    if jax.process_index() == 0:
+      fid_stats.save_stats(path, stats)
+      logging.info("Saved real statistics of %d images to %s", stats.num_images, path)
+    self._real = stats
+    return stats
+
+  def _select(self, arrays: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Gathers rows from all processes, drops padding rows and keeps the first num_images."""
+    gathered = _gather_rows(dict(arrays, _valid=valid))
+    keep = np.flatnonzero(gathered.pop("_valid") > 0)[:self.num_images]
+    if keep.size < self.num_images:
+      logging.warning("Evaluation used %d images, fewer than the %d asked for.", keep.size, self.num_images)
+    return {k: v[keep] for k, v in gathered.items()}
+
+  # ---- generation and scoring -----------------------------------------------------------------------------------
+
+  def _generate(self, params, batch_stats, batch: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """This process's rows of G(z, caption) as uint8 [b, H, W, 3]."""
+    arrays = sharding.to_global_batch({"token_ids": batch["token_ids"], "token_mask": batch["token_mask"],
+                                       "z": z}, self.trainer.mesh)
+    images = self.trainer.samples(params, batch_stats, arrays["token_ids"], arrays["token_mask"], arrays["z"])
+    return quantize(np.asarray(images)[_local_rows(self._batch_sharding, images.shape[0])])
+
+  def score(self, state, repeat: int = 0) -> dict[str, float]:
+    """Metrics of `state.g_params` (keys fid, kid, ...) and `state.ema_params` (ema_fid, ...) for one repeat."""
+    real = self.real_stats()
+    generators = {"": state.g_params, "ema_": state.ema_params}
+    parts: dict[str, list[np.ndarray]] = {}
+    add = lambda key, value: parts.setdefault(key, []).append(value)
+    self.last_grid = None
+    z_dim, seed, process = int(self.config.model.z_dim), int(self.config.seed), jax.process_index()
+    for index, batch in enumerate(self._batches(repeat)):
+      n = batch["token_ids"].shape[0]
+      valid = np.asarray(batch.get("valid", np.ones(n, np.int32)), np.int32)
+      rows = np.flatnonzero(valid > 0)
+      add("valid", valid)
+      is_shapes = all(k in batch for k in _OBJECT_KEYS)
+      if is_shapes:
+        add("num_objects", np.where(valid > 0, batch["num_objects"], 0).astype(np.int32))
+      z = eval_noise(seed, repeat, index, n, z_dim, process)
+      images = {}
+      for prefix, params in generators.items():
+        images[prefix] = self._generate(params, state.g_batch_stats, batch, z)
+        feats = self.extractor(images[prefix])
+        add(prefix + "pool3", feats.pool3)
+        if feats.logits is not None:
+          add(prefix + "logits", feats.logits)
+        if is_shapes:
+          judged = shapes_verifier.score_images(images[prefix][rows], {k: batch[k][rows] for k in _OBJECT_KEYS})
+          for key, ok in judged.items():
+            full = np.zeros(n, np.int32)
+            full[rows] = ok
+            add(f"{prefix}judged/{key}", full)
+      if self.last_grid is None and rows.size:
+        shown = rows[:GRID_IMAGES]
+        self.last_grid = (images["ema_"][shown], images[""][shown], _captions(batch, shown))
+    merged = {k: np.concatenate(v) for k, v in parts.items() if k != "valid"}
+    selected = self._select(merged, np.concatenate(parts["valid"]))
+    self.last_num_images = int(selected["pool3"].shape[0])
+    scores: dict[str, float] = {}
+    for prefix in generators:
+      pool3 = selected[prefix + "pool3"]
+      gen = fid_stats.FeatureStats.from_features(pool3)
+      scores[prefix + "fid"] = fid_stats.frechet_distance(gen.mu, gen.sigma, real.mu, real.sigma)
+      scores[prefix + "kid"] = fid_stats.kernel_inception_distance(pool3, real.features, KID_SUBSETS,
+                                                                   KID_SUBSET_SIZE, seed=repeat)[0]
+      if prefix + "logits" in selected:
+        logits = selected[prefix + "logits"]
+        scores[prefix + "is"] = fid_stats.inception_score(logits, min(IS_SPLITS, logits.shape[0]))[0]
+      judged = {k.split("/", 1)[1]: v.astype(bool) for k, v in selected.items() if k.startswith(prefix + "judged/")}
+      if judged:
+        summary = shapes_verifier.summarize(judged, selected["num_objects"])
+        scores.update({prefix + k: v for k, v in summary.items()})
+    return scores
+
+  def score_repeats(self, state, repeats: int) -> dict[str, float]:
+    """Mean over `repeats` of `score` (repeat r = caption offset r, noise stream r); `fid_std`, `kid_std`,
+    `is_std` (and ema_) = population std over repeats; plus `num_images` and `repeats`."""
+    if repeats < 1:
+      raise ValueError(f"eval.repeats must be >= 1, got {repeats}.")
+    runs = [self.score(state, repeat=r) for r in range(repeats)]
+    out = {k: float(np.mean([run[k] for run in runs])) for k in runs[0]}
+    for prefix in ("", "ema_"):
+      for name in _STD_METRICS:
+        if prefix + name in out:
+          out[f"{prefix}{name}_std"] = float(np.std([run[prefix + name] for run in runs]))
+    out["num_images"] = float(self.last_num_images)
+    out["repeats"] = float(repeats)
+    return out
+
+  def evaluate(self, state, step: int, writer) -> dict[str, float]:
+    """Periodic evaluation in training: `eval/*` scalars, captioned EMA and raw sample grids, captions text."""
+    start = time.time()
+    scores = self.score(state, repeat=0)
+    scalars = {f"eval/{k}": v for k, v in scores.items()}
+    scalars["eval/seconds"] = time.time() - start
+    writer.write_scalars(step, scalars)
+    if self.last_grid is not None:
+      ema, raw, captions = self.last_grid
+      writer.write_images(step, {"eval/ema_samples": image_grid.captioned_grid(ema, captions)[None],
+                                 "eval/samples": image_grid.captioned_grid(raw, captions)[None]})
+      if any(captions):
+        writer.write_texts(step, {"eval/captions": "\n\n".join(f"{i}: {c}" for i, c in enumerate(captions))})
+    writer.flush()
+    logging.info("Evaluation at step %d on %d images (%.1f s): %s", step, self.last_num_images,
+                 scalars["eval/seconds"], {k: round(v, 4) for k, v in scores.items()})
+    return scores
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Standalone evaluation of checkpoints.
+
+
+def _standalone_images(config: ml_collections.ConfigDict) -> int:
+  return int(config.eval.get("standalone_num_images", 0) or config.eval.num_images)
+
+
+def _checkpointer(workdir: str) -> checkpointing.Checkpointer | None:
+  """A read-only Checkpointer, or None while WORKDIR/checkpoints does not exist yet."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  if not (epath.Path(workdir) / checkpointing.CHECKPOINT_DIR).exists():
+    return None
+  return checkpointing.Checkpointer(workdir, read_only=True)
+
+
+def _check_workdir(workdir: str) -> None:
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  if not epath.Path(workdir).exists():
+    raise FileNotFoundError(f"Workdir {workdir!r} does not exist; pass the --workdir of a training run.")
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None, *,
+                        num_images: int | None = None, repeats: int | None = None, trainer=None,
+                        evaluator: Evaluator | None = None) -> dict[str, float]:
+  """Scores one checkpoint (default: the latest) of WORKDIR: `score_repeats` keys plus `step`.
+
+  num_images / repeats default to eval.standalone_num_images (0 = eval.num_images) / eval.repeats. For example
+  `ema_fid`, `ema_kid` and, on shapes, `ema_align_all`, `ema_align_color_position_2obj`.
+  """
+  _check_workdir(workdir)
+  checkpointer = _checkpointer(workdir)
+  steps = checkpointer.all_steps() if checkpointer else []
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, checkpointing.CHECKPOINT_DIR)}.")
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available steps: {steps}.")
+  trainer = trainer or (evaluator.trainer if evaluator else train.Trainer(config))
+  evaluator = evaluator or Evaluator(config, trainer, num_images=num_images or _standalone_images(config))
+  state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+  checkpointer.close()
+  scores = evaluator.score_repeats(state, int(repeats or config.eval.repeats))
+  scores["step"] = float(step)
+  return scores
+
+
+def read_scored_steps(path) -> set[int]:
+  """Steps that already have a row in a scores.csv (empty set if the file does not exist)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return set()
+  with path.open(newline="") as f:
+    return {int(row["step"]) for row in csv.DictReader(f) if row.get("step", "").strip()}
+
+
+def scores_columns(row: dict[str, float]) -> list[str]:
+  """CSV column order: step, fid, fid_std, ema_fid, ema_fid_std, kid, ema_kid, ..., others sorted, num_images,
+  repeats."""
+  lead = [k for k in _CSV_LEAD if k in row]
+  rest = sorted(k for k in row if k not in lead and k not in _CSV_TAIL and k != "step")
+  return ["step"] + lead + rest + [k for k in _CSV_TAIL if k in row]
+
+
+def append_scores(path, step: int, row: dict[str, float]) -> None:
+  """Appends one row; writes the header first if the file is new (an existing header decides the columns)."""
+  path = pathlib.Path(path)
+  row = dict(row, step=step)
+  header = None
+  if path.is_file() and path.stat().st_size:
+    with path.open(newline="") as f:
+      header = next(csv.reader(f), None)
+  if header is None:
+    header = scores_columns(row)
+    with path.open("w", newline="") as f:
+      csv.writer(f).writerow(header)
+  extra = sorted(set(row) - set(header))
+  if extra:
+    logging.warning("%s has no columns for %s; those values are only in TensorBoard.", path, extra)
+  fmt = lambda k: "" if k not in row else (str(int(row[k])) if k in ("step",) + _CSV_TAIL else f"{row[k]:.8g}")
+  with path.open("a", newline="") as f:
+    csv.writer(f).writerow([fmt(k) for k in header])
+
+
+def follow_checkpoints(config: ml_collections.ConfigDict, workdir: str, *, poll_seconds: float | None = None,
+                       timeout_seconds: float | None = None, trainer=None,
+                       evaluator: Evaluator | None = None) -> list[int]:
+  """`--mode=eval`: scores each new checkpoint of WORKDIR until training is done; returns the steps scored.
+
+  poll_seconds (default config.eval.poll_seconds or 60) is the wait between looks at WORKDIR/checkpoints;
+  timeout_seconds (default config.eval.follow_timeout_seconds; 0 or None = none) bounds the whole follow.
+  A checkpoint deleted (keep_checkpoints) before it could be scored is skipped with a warning.
+  """
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  _check_workdir(workdir)
+  poll = float(config.eval.get("poll_seconds", DEFAULT_POLL_SECONDS) if poll_seconds is None else poll_seconds)
+  timeout = float((config.eval.get("follow_timeout_seconds", 0) if timeout_seconds is None
+                   else timeout_seconds) or 0)
+  trainer = trainer or (evaluator.trainer if evaluator else train.Trainer(config))
+  evaluator = evaluator or Evaluator(config, trainer, num_images=_standalone_images(config))
+  repeats = int(config.eval.repeats)
+  scores_path = pathlib.Path(workdir) / SCORES_FILE
+  done = read_scored_steps(scores_path)
+  writer = metric_writers.create_default_writer(os.path.join(workdir, EVENTS_DIR),
+                                                just_logging=jax.process_index() > 0)
+  start, scored = time.time(), []
+  checkpointer = None
+  try:
+    while True:
+      finished = train.training_done(workdir)  # read first: every checkpoint listed below then is the last lot
+      checkpointer = checkpointer or _checkpointer(workdir)
+      pending = [s for s in (checkpointer.all_steps() if checkpointer else []) if s not in done]
+      for step in pending:
+        try:
+          state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+        except (FileNotFoundError, ValueError) as e:
+          logging.warning("Checkpoint %d could not be restored (deleted by keep_checkpoints?): %s", step, e)
+          continue
+        row = evaluator.score_repeats(state, repeats)
+        del state
+        if jax.process_index() == 0:
+          append_scores(scores_path, step, row)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in row.items()})
+        writer.flush()
+        done.add(step)
+        scored.append(step)
+        logging.info("Scored checkpoint %d: %s", step, {k: round(v, 4) for k, v in row.items()})
+      if finished:
+        logging.info("Training is done and every checkpoint is scored; stopping.")
+        break
+      if timeout and time.time() - start + poll > timeout:
+        logging.warning("Stopping after the %.0f s timeout; training has not finished.", timeout)
+        break
+      time.sleep(poll)
+  finally:
+    writer.close()
+    if checkpointer is not None:
+      checkpointer.close()
+  return scored

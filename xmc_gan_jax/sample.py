@@ -1,0 +1,174 @@
+"""Text to images with a trained checkpoint's EMA generator.
+
+  python -m xmc_gan_jax.sample --workdir=W --prompt="a small red circle in the top left" [--prompt=...]
+      [--prompts-file=F] [--num=4] [--seed=0] [--step=S] [--raw] --out=grid.png [--out-dir=DIR]
+
+Rebuilds the config from the checkpoint's metadata (or W/config.json), restores the latest checkpoint (or
+--step), tokenises the prompts like the training data and writes a PNG grid with one row per prompt, --num
+images per prompt, and each image's prompt printed below it. --out-dir also writes each image at the model
+resolution as PROMPT_SAMPLE.png (PROMPT.png when --num=1) plus prompts.txt. The noise is a pure function of
+--seed: the same seed gives the same images, and sample j uses the same z for every prompt.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MAX_CHUNK = 32  # images per generator call (the last chunk is padded, so each shape compiles once)
+
+
+def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
+  """--prompt values then the non-empty lines of --prompts-file (lines starting with '#' are comments)."""
+  out = list(prompts or [])
+  if prompts_file:
+    path = pathlib.Path(prompts_file)
+    if not path.is_file():
+      raise FileNotFoundError(f"--prompts-file {prompts_file!r} does not exist.")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    out += [line for line in lines if line and not line.startswith("#")]
+  if not out:
+    raise ValueError("No prompts: give --prompt=\"...\" (repeatable) or --prompts-file with one prompt per line.")
+  for i, prompt in enumerate(out):
+    if not prompt.strip():
+      raise ValueError(f"Prompt {i} is empty.")
+  return out
+
+
+def sample_noise(seed: int, num: int, z_dim: int) -> np.ndarray:
+  """float32 [num, z_dim] standard normal noise; a pure function of (seed, num, z_dim)."""
+  return np.random.default_rng(seed).standard_normal((num, z_dim), dtype=np.float32)
+
+
+def load_run_config(workdir: str, checkpointer, step: int):
+  """The config that trained `step`: its checkpoint's {"config": json} metadata, else WORKDIR/config.json."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  text = None
+  try:
+    text = checkpointer.restore_meta(step).get("config")
+  except (FileNotFoundError, ValueError, KeyError):
+    text = None
+  if text is None:
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+      raise FileNotFoundError(f"Neither the checkpoint of step {step} nor {path} holds the run's config.")
+    text = path.read_text()
+  return ml_collections.ConfigDict(json.loads(text) if isinstance(text, str) else text)
+
+
+def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: np.ndarray,
+             use_ema: bool = True) -> np.ndarray:
+  """Images float [N, H, W, 3] in [0, 1] for N token rows and N noise rows, in chunks of <= MAX_CHUNK."""
+  params = state.ema_params if use_ema else state.g_params
+  n = token_ids.shape[0]
+  chunk = min(n, MAX_CHUNK)
+  outputs = []
+  for start in range(0, n, chunk):
+    stop = min(start + chunk, n)
+    pad = chunk - (stop - start)
+    take = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, axis=0)]) if pad else a[start:stop]
+    images = trainer.samples(params, state.g_batch_stats, take(token_ids), take(token_mask), take(z))
+    outputs.append(np.asarray(images)[:stop - start])
+  return np.concatenate(outputs)
+
+
+def _single_device_config(config):
+  """Sampling runs on one device whatever mesh trained the run (checkpoints reshard on restore)."""
+  config.mesh.data = 1
+  config.mesh.fsdp = 1
+  return config
+
+
+def run(args: argparse.Namespace) -> str:
+  """Does the work of `main`; returns a one-line summary. Raises FileNotFoundError / ValueError on bad input."""
+  prompts = read_prompts(args.prompt, args.prompts_file)
+  if args.num < 1:
+    raise ValueError(f"--num must be >= 1, got {args.num}.")
+  if not args.out and not args.out_dir:
+    raise ValueError("Give --out=grid.png and/or --out-dir=DIR.")
+  if not pathlib.Path(args.workdir).is_dir():
+    raise FileNotFoundError(f"Workdir {args.workdir!r} does not exist; pass the --workdir of a training run.")
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax import checkpointing, image_grid, sharding, train  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+
+  ckpt_dir = pathlib.Path(args.workdir) / checkpointing.CHECKPOINT_DIR
+  checkpointer = checkpointing.Checkpointer(args.workdir, read_only=True) if ckpt_dir.is_dir() else None
+  steps = checkpointer.all_steps() if checkpointer else []
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first (python -m xmc_gan_jax.main "
+                            f"--config=... --workdir={args.workdir}).")
+  step = steps[-1] if args.step is None else args.step
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for --step={step} in {ckpt_dir}; available steps: {steps}.")
+  config = _single_device_config(load_run_config(args.workdir, checkpointer, step))
+  trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+  checkpointer.close()
+
+  tokenizer = tokenizer_lib.BertTextTokenizer(trainer.text.vocab_path, int(config.text_encoder.max_length))
+  tokens = tokenizer.tokenize_tf(prompts)
+  for i in np.flatnonzero(tokens.truncated.numpy()):
+    print(f"warning: prompt {i} is longer than {config.text_encoder.max_length} tokens and was truncated.",
+          file=sys.stderr)
+  ids = np.repeat(tokens.ids.numpy(), args.num, axis=0)  # prompt-major: prompt i, sample j at i * num + j
+  mask = np.repeat(tokens.mask.numpy(), args.num, axis=0)
+  z = np.tile(sample_noise(args.seed, args.num, int(config.model.z_dim)), (len(prompts), 1))
+  images = image_grid.to_uint8(generate(trainer, state, ids, mask, z, use_ema=not args.raw))
+  captions = [p for p in prompts for _ in range(args.num)]
+
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  written = []
+  if args.out:
+    columns = args.num if args.num > 1 else min(len(prompts), 4)
+    grid = image_grid.captioned_grid(images, captions, columns=columns)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(args.out, format="PNG")
+    written.append(args.out)
+  if args.out_dir:
+    out_dir = pathlib.Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images):
+      i, j = divmod(k, args.num)
+      name = f"{i:03d}.png" if args.num == 1 else f"{i:03d}_{j:02d}.png"
+      Image.fromarray(image).save(out_dir / name, format="PNG")
+    (out_dir / "prompts.txt").write_text("".join(f"{i:03d}\t{p}\n" for i, p in enumerate(prompts)),
+                                         encoding="utf-8")
+    written.append(f"{len(images)} images in {out_dir}")
+  which = "raw" if args.raw else "EMA"
+  return (f"{len(images)} images ({len(prompts)} prompts x {args.num}) from the {which} generator of step "
+          f"{step}, seed {args.seed}: {', '.join(written)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m xmc_gan_jax.sample", description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="training run directory (holds checkpoints/)")
+  parser.add_argument("--prompt", action="append", default=[], help="a caption; repeat for several")
+  parser.add_argument("--prompts-file", help="text file with one prompt per line")
+  parser.add_argument("--num", type=int, default=4, help="images per prompt (default 4)")
+  parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  parser.add_argument("--raw", action="store_true", help="use the raw generator instead of the EMA one")
+  parser.add_argument("--out", help="captioned grid PNG to write, e.g. grid.png")
+  parser.add_argument("--out-dir", help="folder for the single images (PNG at model resolution)")
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    summary = run(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(summary)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
