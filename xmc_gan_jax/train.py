@@ -107,6 +107,7 @@ class Trainer:
     last_log_time, last_log_step = time.time(), start
     meta = {"config": config.to_json_best_effort()}
     step = start
+    run_start = time.time()
     with checkpointing.PreemptionWatcher() as preemption:
       while step < config.total_steps:
         host_batch = next(data)
@@ -116,7 +117,8 @@ class Trainer:
         step += 1
         pending.append(metrics)
         progress(step)
-        is_last = step == config.total_steps
+        out_of_time = bool(config.max_train_seconds) and time.time() - run_start > config.max_train_seconds
+        is_last = step == config.total_steps or out_of_time
         if step % config.log_every_steps == 0 or is_last or preemption.requested:
           steps_per_sec = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
           last_log_time, last_log_step = time.time(), step
@@ -145,6 +147,9 @@ class Trainer:
           checkpointer.save(step, state, meta)
         if preemption.requested:
           logging.warning("SIGTERM received: saved step %d, exiting.", step)
+          break
+        if out_of_time:
+          logging.info("max_train_seconds=%d reached at step %d: saved, stopping.", config.max_train_seconds, step)
           break
     checkpointer.close()
     writer.flush()

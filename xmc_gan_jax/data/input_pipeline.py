@@ -76,7 +76,8 @@ def _standardize_shapes(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     out["num_objects"] = tf.cast(tf.identity(num), tf.int32)
   for field in SHAPES_OBJECT_FIELDS:
     values = tf.cast(objects[field][:MAX_OBJECTS], tf.int32)
-    out[f"objects/{field}"] = tf.pad(values, [[0, MAX_OBJECTS - tf.shape(values)[0]]], constant_values=-1)
+    padded = tf.pad(values, [[0, MAX_OBJECTS - tf.shape(values)[0]]], constant_values=-1)
+    out[f"objects/{field}"] = tf.ensure_shape(padded, [MAX_OBJECTS])
   return out
 
 
