@@ -32,3 +32,11 @@ tools-venv: .venv-tools/.installed
 
 clean:
 	rm -rf $(VENV) .venv-tools
+
+# The default job: captioned shapes on this CPU within DEMO_MINUTES (install included), results in WORKDIR.
+WORKDIR ?= runs/demo
+DEMO_MINUTES ?= 20
+.PHONY: demo
+demo:
+	@start=$$(date +%s); $(MAKE) --no-print-directory install && \
+	  $(PY) -m xmc_gan_jax.demo --workdir=$(WORKDIR) --minutes=$(DEMO_MINUTES) --start-time=$$start

@@ -55,10 +55,8 @@ def describe(config: ml_collections.ConfigDict) -> str:
   modules = model_factory.build_modules(config, text_module, bert_config.hidden_size)
   state = train_state.abstract_state(modules, config)
   length = config.text_encoder.max_length
-  ids = jax.ShapeDtypeStruct((1, length), jnp.int32)
   text_params = jax.eval_shape(lambda: text_module.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32),
                                                         jnp.ones((1, length), jnp.int32)))["params"]
-  del ids
   replicated = sharding.replicated(mesh)
   state_sh = sharding.state_shardings(state, mesh)
   k = config.optim.d_steps_per_g_step

@@ -134,7 +134,8 @@ def d_update(modules: GANModules, state: TrainState, text_params, batch, rng) ->
                       d_sn_stats=sn)
   finite = _finite(d_loss, grads)
   new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-  metrics.update({"d_loss": d_loss, "d_grad_norm": optax.tree.norm(grads), "nonfinite": jnp.logical_not(finite).astype(jnp.float32)})
+  metrics.update({"d_loss": d_loss, "d_grad_norm": optax.tree.norm(grads),
+                  "nonfinite": jnp.logical_not(finite).astype(jnp.float32)})
   return new, metrics
 
 

@@ -1,6 +1,5 @@
 """The training loop: mesh, data, state, jitted steps and periodic actions (no model maths here)."""
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -89,8 +88,21 @@ class Trainer:
     state, _ = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
     return state
 
-  def run(self, workdir: str, evaluator=None) -> train_state.TrainState:
-    """Trains to `config.total_steps`, resuming from WORKDIR/checkpoints; returns the final state."""
+  def checkpoint_step(self, workdir: str) -> int:
+    """The step of the latest checkpoint in WORKDIR (0 when there is none)."""
+    if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)) and "://" not in workdir:
+      return 0
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    step = checkpointer.latest_step()
+    checkpointer.close()
+    return step or 0
+
+  def run(self, workdir: str, evaluator=None, on_log=None) -> train_state.TrainState:
+    """Trains to `config.total_steps` (or `config.max_train_seconds`), resuming from WORKDIR/checkpoints.
+
+    `on_log(step, scalars)`, if given, is called with the logged scalars every `log_every_steps`.
+    Returns the final state.
+    """
     from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
     config = self.config
@@ -135,6 +147,8 @@ class Trainer:
           stats = getattr(data, "stats", lambda: {})()
           scalars.update({f"data/{k}": float(v) for k, v in stats.items()})
           writer.write_scalars(step, scalars)
+          if on_log is not None:
+            on_log(step, scalars)
         if step % config.sample_every_steps == 0 or is_last:
           self._write_samples(writer, step, state, fixed)
         if evaluator is not None and config.eval.every_steps and (step % config.eval.every_steps == 0 or is_last):
@@ -201,25 +215,15 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
-  """Entry used by main.py: trains with periodic evaluation when `config.eval.every_steps` > 0."""
-  os.makedirs(workdir, exist_ok=True) if "://" not in workdir else None
+  """Entry used by main.py: writes WORKDIR/config.json, trains, evaluates every `config.eval.every_steps`."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
   trainer = Trainer(config)
-  with open(os.path.join(workdir, "config.json"), "w") if "://" not in workdir and jax.process_index() == 0 \
-      else _NullFile() as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2))
   evaluator = None
   if config.eval.every_steps > 0:
     from xmc_gan_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
     evaluator = evaluator_lib.Evaluator(config, trainer)
   return trainer.run(workdir, evaluator=evaluator)
-
-
-class _NullFile:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
-
-  def write(self, text):
-    del text

@@ -128,8 +128,10 @@ class Evaluator:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, trainer, *, num_images: int | None = None,
-               extractor: features_lib.FeatureExtractor | None = None, weights_tag: str | None = None):
+               extractor: features_lib.FeatureExtractor | None = None, weights_tag: str | None = None,
+               include_raw: bool = True):
     self.config = config
+    self.include_raw = include_raw  # False: score the EMA generator only (half the Inception passes)
     self.trainer = trainer
     self.num_images = int(num_images or config.eval.num_images)
     self.batch_size = int(config.eval.batch_size)
@@ -218,7 +220,7 @@ class Evaluator:
   def score(self, state, repeat: int = 0) -> dict[str, float]:
     """Metrics of `state.g_params` (keys fid, kid, ...) and `state.ema_params` (ema_fid, ...) for one repeat."""
     real = self.real_stats()
-    generators = {"": state.g_params, "ema_": state.ema_params}
+    generators = {"": state.g_params, "ema_": state.ema_params} if self.include_raw else {"ema_": state.ema_params}
     parts: dict[str, list[np.ndarray]] = {}
     add = lambda key, value: parts.setdefault(key, []).append(value)
     self.last_grid = None
@@ -247,7 +249,8 @@ class Evaluator:
             add(f"{prefix}judged/{key}", full)
       if self.last_grid is None and rows.size:
         shown = rows[:GRID_IMAGES]
-        self.last_grid = (images["ema_"][shown], images[""][shown], _captions(batch, shown))
+        raw = images[""][shown] if "" in images else images["ema_"][shown]
+        self.last_grid = (images["ema_"][shown], raw, _captions(batch, shown))
     merged = {k: np.concatenate(v) for k, v in parts.items() if k != "valid"}
     selected = self._select(merged, np.concatenate(parts["valid"]))
     self.last_num_images = int(selected["pool3"].shape[0])
