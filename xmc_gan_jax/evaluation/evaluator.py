@@ -253,7 +253,7 @@ class Evaluator:
         self.last_grid = (images["ema_"][shown], raw, _captions(batch, shown))
     merged = {k: np.concatenate(v) for k, v in parts.items() if k != "valid"}
     selected = self._select(merged, np.concatenate(parts["valid"]))
-    self.last_num_images = int(selected["pool3"].shape[0])
+    self.last_num_images = int(selected[list(generators)[-1] + "pool3"].shape[0])
     scores: dict[str, float] = {}
     for prefix in generators:
       pool3 = selected[prefix + "pool3"]
