@@ -1,6 +1,8 @@
 """Ablation on captioned shapes, same budget and seeds: full XMC-GAN vs without its contrastive parts.
 
-    python tools/run_ablation.py --minutes=20 --out=runs/ablation      # 4 runs, one after the other
+    python tools/run_ablation.py --minutes=20 --out=runs/ablation      # 4 runs of 20 minutes, one after another
+    python tools/run_ablation.py --steps=1000 --out=runs/ablation       # same number of steps each (fair on a
+                                                                        # machine that other jobs share)
 
 Variants (each is `python -m xmc_gan_jax.demo` with config overrides):
   full          XMC-GAN as configs/shapes.py
@@ -30,6 +32,7 @@ def main() -> int:
   parser.add_argument("--minutes", type=float, default=20.0, help="Budget per variant, evaluation included.")
   parser.add_argument("--out", default="runs/ablation")
   parser.add_argument("--data-dir", default="runs/tfds")
+  parser.add_argument("--steps", type=int, default=0, help="Train each variant this many steps (0: time budget).")
   parser.add_argument("--variants", default=",".join(VARIANTS))
   args = parser.parse_args()
   rows = {}
@@ -37,6 +40,8 @@ def main() -> int:
     workdir = os.path.join(args.out, name)
     command = [sys.executable, "-m", "xmc_gan_jax.demo", f"--workdir={workdir}", f"--minutes={args.minutes}",
                f"--data-dir={args.data_dir}"] + [f"--set={s}" for s in VARIANTS[name]]
+    if args.steps:
+      command += [f"--set=total_steps={args.steps}", "--minutes=1000"]
     print("running", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     with open(os.path.join(workdir, "metrics.json")) as f:

@@ -54,12 +54,12 @@ def _apply_override(config, assignment: str) -> None:
 
 def build_config(args: argparse.Namespace):
   config = shapes_config.get_config(f"res={args.res}")
-  for assignment in args.set or []:
-    _apply_override(config, assignment)
   config.dataset.data_dir = os.path.abspath(args.data_dir)
-  config.total_steps = 10_000_000   # the time budget ends training
+  config.total_steps = 10_000_000   # the time budget ends training (unless --set total_steps=N)
   config.eval.every_steps = 0       # evaluation runs once, after training
   config.log_every_steps = 25
+  for assignment in args.set or []:
+    _apply_override(config, assignment)
   return config
 
 

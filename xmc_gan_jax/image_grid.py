@@ -27,7 +27,7 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
 
 
 def captioned_grid(images: np.ndarray, captions: list[str], columns: int | None = None,
-                   cell_width: int = 192, text_lines: int = 4) -> np.ndarray:
+                   cell_width: int = 192, text_lines: int = 5) -> np.ndarray:
   """A grid where every image (upscaled to `cell_width`, nearest) has its caption printed below it."""
   from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
   import textwrap  # pylint: disable=g-import-not-at-top

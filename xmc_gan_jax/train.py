@@ -30,6 +30,14 @@ def mark_training_done(workdir: str) -> None:
   (epath.Path(workdir) / TRAIN_DONE_FILE).write_text("done\n")
 
 
+def clear_training_done(workdir: str) -> None:
+  """Removes a TRAIN_DONE left by an earlier, shorter run that this run extends."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  marker = epath.Path(workdir) / TRAIN_DONE_FILE
+  if marker.exists():
+    marker.unlink()
+
+
 def training_done(workdir: str) -> bool:
   from etils import epath  # pylint: disable=g-import-not-at-top
   return (epath.Path(workdir) / TRAIN_DONE_FILE).exists()
@@ -109,6 +117,8 @@ class Trainer:
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
     state = self.restore_or_init(checkpointer)
     start = int(jax.device_get(state.step))
+    if start < config.total_steps and jax.process_index() == 0:
+      clear_training_done(workdir)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if start == 0:
       writer.write_hparams(_flat_hparams(config))

@@ -1,9 +1,11 @@
 """Checkpoint/resume: 4 steps straight equal 2 steps + restart + 2 steps; events and checkpoints are written."""
+import dataclasses
 import glob
 import os
 
 import jax
 import numpy as np
+import pytest
 
 from tests.core import tiny_setup
 from xmc_gan_jax import checkpointing
@@ -40,3 +42,14 @@ def test_events_hold_train_scalars(tmp_path):
               "train/image_loss", "train/steps_per_sec"):
     assert tag in tags, (tag, sorted(tags))
   assert "samples/ema" in set(acc.Tags()["images"]) | set(acc.Tags()["tensors"])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  _train(tmp_path, 2)
+  config = tiny_setup.tiny_config(**{"total_steps": 4, "checkpoint_every_steps": 2, "log_every_steps": 1})
+  good = tiny_setup.tiny_text_encoder()
+  poisoned = dataclasses.replace(good, params=jax.tree.map(lambda x: x * np.nan, good.params))
+  with pytest.raises(train.NonFiniteLossError, match="Last good checkpoint: 2"):
+    train.Trainer(config, text_encoder=poisoned).run(str(tmp_path))
+  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
+  assert not train.training_done(str(tmp_path))

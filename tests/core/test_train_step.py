@@ -63,6 +63,15 @@ def test_step_changes_state_and_reports_metrics():
   assert 0 < max(jax.tree.leaves(ema_delta)) < max(jax.tree.leaves(moved))
 
 
+def test_bfloat16_compute_keeps_float32_params():
+  config = tiny_setup.tiny_config(**{"model.dtype": "bfloat16"})
+  _, state, metrics = _run_steps(config, jax.devices()[:1], num_steps=1)
+  for key in ("d_loss", "g_loss", "fake_word_loss"):
+    assert metrics[key].dtype == np.float32 and np.isfinite(metrics[key]), key
+  for tree in (state.g_params, state.d_params, state.ema_params):
+    assert {leaf.dtype for leaf in jax.tree.leaves(tree)} == {np.dtype(np.float32)}
+
+
 def test_non_finite_step_leaves_state_unchanged():
   config = tiny_setup.tiny_config()
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
