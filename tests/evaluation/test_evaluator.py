@@ -17,6 +17,7 @@ import pytest
 import scipy.linalg
 
 from tests.core import tiny_setup
+from tests.evaluation import random_inception
 from xmc_gan_jax import sharding
 from xmc_gan_jax import train
 from xmc_gan_jax.data import shapes_scene
@@ -25,25 +26,14 @@ from xmc_gan_jax.data import sources
 from xmc_gan_jax.evaluation import evaluator as evaluator_lib
 from xmc_gan_jax.evaluation import features
 from xmc_gan_jax.evaluation import fid_stats
-from xmc_gan_jax.evaluation import inception
 
 NUM_IMAGES = 12  # two eval batches of 8; the last 4 rows of the second batch are beyond N and must be dropped
 EVAL_TAGS = ("eval/fid", "eval/ema_fid", "eval/kid", "eval/ema_kid", "eval/is", "eval/ema_is", "eval/seconds")
 
 
 def _random_inception(seed: int = 0) -> dict:
-  """FID-Inception variables with logits, He-scaled random kernels (so features differ between images)."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if "kernel" in name:
-      return (rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))).astype(np.float32)
-    if "'var'" in name:
-      return np.ones(leaf.shape, np.float32)
-    return np.full(leaf.shape, 1.0 if "scale" in name else 0.0, np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, inception.abstract_variables(with_logits=True))
+  """FID-Inception variables with logits and random weights (so features differ between images)."""
+  return random_inception.random_inception_variables(seed, with_logits=True, random_batch_norm=False)
 
 
 @pytest.fixture(scope="module")

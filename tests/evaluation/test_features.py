@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.evaluation import random_inception
 from xmc_gan_jax.evaluation import features
 from xmc_gan_jax.evaluation import inception
 from xmc_gan_jax.evaluation import inception_weights as iw
@@ -40,17 +41,7 @@ def torch_bilinear_reference(image: np.ndarray, out_h: int, out_w: int) -> np.nd
 
 
 def _random_variables(seed: int, with_logits: bool) -> dict:
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if "kernel" in name:
-      return (rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))).astype(np.float32)
-    if "'var'" in name:
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return ((1.0 if "scale" in name else 0.0) + 0.1 * rng.normal(size=leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, inception.abstract_variables(with_logits))
+  return random_inception.random_inception_variables(seed, with_logits)
 
 
 # --- resize -----------------------------------------------------------------------------------------------------------
