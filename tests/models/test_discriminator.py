@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.models import host_variables
 from xmc_gan_jax.models.discriminator import Discriminator
 
 E = 12  # tiny text width for behaviour tests
@@ -15,21 +16,7 @@ def _inputs(size, batch=2, text_dim=E, seed=0):
   return images, jnp.asarray(rng.normal(size=(batch, text_dim)), jnp.float32)
 
 
-def _variables(module, *args, seed=0):
-  """Variables shaped like module.init(..., train=False), filled on the host: N(0, 1/fan_in) kernels, zero biases,
-  N(0, 1) spectral-norm vectors. Avoids compiling the initialisers (slow on CPU); `test_init_values` covers init."""
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])), leaf.dtype)
-    if name == "u":
-      return jnp.asarray(rng.normal(size=leaf.shape), leaf.dtype)
-    return jnp.zeros(leaf.shape, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+_variables = host_variables.host_variables
 
 
 def _sn_kernel(params, stats):

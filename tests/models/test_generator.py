@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from tests.models import host_variables
 from xmc_gan_jax.models import generator as gen_lib
 from xmc_gan_jax.models.generator import Generator
 
@@ -21,19 +22,7 @@ def _inputs(batch=2, z_dim=Z, text_dim=E, length=T, seed=0):
   return z, sentence, words, mask
 
 
-def _variables(module, *args, seed=0):
-  """Variables shaped like module.init(..., train=False), filled on the host: N(0, 1/fan_in) kernels, zero biases,
-  fresh BN statistics. Avoids compiling the initialisers (slow on CPU); `test_init_values` covers real init."""
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1])), leaf.dtype)
-    return (jnp.ones if name == "var" else jnp.zeros)(leaf.shape, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+_variables = host_variables.host_variables
 
 
 def _train_apply(module):
