@@ -16,15 +16,11 @@ Text encoder: BERT-base uncased is required: download an HF-format folder (confi
 model.safetensors) once, e.g. `huggingface-cli download bert-base-uncased --local-dir bert-base-uncased`, and pass
 it with --config.text_encoder.path. Max length 64 tokens incl. [CLS]/[SEP], as for LN-COCO.
 """
-from configs import arg_parsing
 from configs import coco
 
 
 def get_config(arg=None):
-  args = arg_parsing.parse_config_arg(arg, {"res": 256})
-  if args["res"] not in (128, 256):
-    raise ValueError(f"ln_openimages.py supports res=128 or res=256, got {args['res']}.")
-  config = coco.get_config(f"res={args['res']}")
+  config = coco.get_config(arg)      # paper model settings; accepts res=128|256
   config.text_encoder.max_length = 64   # the original's LN constant
 
   config.dataset.name = "ln_openimages"
