@@ -115,22 +115,39 @@ def test_conditional_batch_norm_matches_numpy():
   assert "bn" not in params  # BN has no own scale/offset.
 
 
-def test_local_conditional_batch_norm_matches_numpy():
-  rng = _rng(6)
-  x = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
-  cond = jnp.asarray(rng.normal(size=(2, 4, 4, 6)), jnp.float32)
+def _lcbn_with_random_params(seed, x_shape, cond_shape):
+  """(module, variables, x, cond) for a LocalConditionalBatchNorm with N(0, 1) parameters."""
+  rng = _rng(seed)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  cond = jnp.asarray(rng.normal(size=cond_shape), jnp.float32)
   lcbn = layers.LocalConditionalBatchNorm(group_size=0)
   v = lcbn.init(jax.random.key(0), x, cond, train=True)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), v["params"])
-  y, _ = lcbn.apply({"params": params, "batch_stats": v["batch_stats"]}, x, cond, train=True,
-                    mutable=["batch_stats"])
+  return lcbn, {"params": params, "batch_stats": v["batch_stats"]}, x, cond
+
+
+def test_local_conditional_batch_norm_matches_numpy():
+  lcbn, variables, x, cond = _lcbn_with_random_params(6, (2, 4, 4, 3), (2, 4, 4, 6))
+  params = variables["params"]
+  y, _ = lcbn.apply(variables, x, cond, train=True, mutable=["batch_stats"])
   p = jax.tree.map(np.asarray, params)
   gamma = np.einsum("bhwd,dc->bhwc", cond, p["gamma"]["kernel"][0, 0]) + p["gamma"]["bias"]
   beta = np.einsum("bhwd,dc->bhwc", cond, p["beta"]["kernel"][0, 0]) + p["beta"]["bias"]
   ref = _np_group_bn(x, 0)[0] * (1 + gamma) + beta
   np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="matching"):
-    lcbn.apply({"params": params, "batch_stats": v["batch_stats"]}, x, cond[:, :2, :2], train=False)
+    lcbn.apply(variables, x, cond[:, :3, :3], train=False)
+
+
+def test_local_conditional_batch_norm_coarse_condition_equals_upsampled_condition():
+  """A [B, H/f, W/f, D] condition is modulated at its own resolution: same output as the upsampled condition."""
+  lcbn, variables, x, coarse = _lcbn_with_random_params(7, (2, 8, 8, 3), (2, 2, 2, 6))
+  fine = np.repeat(np.repeat(np.asarray(coarse), 4, axis=1), 4, axis=2)
+  for train in (True, False):
+    y_coarse = lcbn.apply(variables, x, coarse, train=train, mutable=["batch_stats"])[0]
+    y_fine = lcbn.apply(variables, x, jnp.asarray(fine), train=train, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(y_coarse, y_fine, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(y_coarse)[:, 0, 0] - np.asarray(y_coarse)[:, 0, 4]).max() > 1e-3  # cells differ
 
 
 def _kernel_with_singular_values(shape, singular_values, seed):

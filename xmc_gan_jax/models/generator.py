@@ -3,12 +3,14 @@
 z [B, z_dim] and text (sentence [B, E], words [B, T, E]) -> images [B, H, W, 3] in [0, 1].
 
 - Global condition gc = concat(Dense(z_dim)(sentence), z) (2*z_dim = 256 channels).
-- Stem Dense(16*gf*4*4)(z) -> [B, 4, 4, 16*gf] (the stem sees z only, as in the original code).
+- Stem Dense(m0*gf*4*4)(z) -> [B, 4, 4, m0*gf], m0 = first channel multiplier (16 at 64-256 px, as the original;
+  the stem sees z only, as in the original code).
 - `GenBlock`s (self-modulated by gc through ConditionalBatchNorm) from 4x4 up to `cond_size`.
 - Word attention once at `cond_size`: regions = 1x1 Conv(E)(x); per region, a softmax over the real words of
   gamma_for_g * cos(region, word) weights the L2-normalised words into a context vector.
-- Spatial condition = concat(context [E], tiled gc [256]) at `cond_size`, nearest-upsampled x2 before each later
-  block; `GenSpatialBlock`s (LocalConditionalBatchNorm: per-pixel modulation) up to `image_size`.
+- Spatial condition = concat(context [E], tiled gc [256]) at `cond_size`, nearest-upsampled to each later
+  block's resolution; `GenSpatialBlock`s (LocalConditionalBatchNorm: per-pixel modulation) up to `image_size`.
+  The modulation's 1x1 convs run at `cond_size` and their outputs are upsampled (the same numbers, fewer FLOPs).
 - Head LCBN -> ReLU -> Conv3x3(3) -> tanh -> (x + 1) / 2.
 
 Channel multipliers of gf per block (output widths), 4x4 -> image_size:
@@ -56,17 +58,18 @@ class GenBlock(nn.Module):
 
 
 class GenSpatialBlock(nn.Module):
-  """Up-block with per-pixel modulation: x [B, H, W, Cin], cond0 [B, H, W, D], cond1 [B, 2H, 2W, D]
-  -> [B, 2H, 2W, features]. Same layout as `GenBlock` with LocalConditionalBatchNorm (cond0 then cond1)."""
+  """Up-block with per-pixel modulation: x [B, H, W, Cin], cond [B, H/f, W/f, D] (f >= 1 integer)
+  -> [B, 2H, 2W, features]. Same layout as `GenBlock` with LocalConditionalBatchNorm; both modulate with the
+  nearest-upsampled cond (to H, then 2H), computed at cond's resolution (see `LocalConditionalBatchNorm`)."""
   features: int
   group_size: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, cond0: jax.Array, cond1: jax.Array, train: bool) -> jax.Array:
-    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn0")(x, cond0, train)
+  def __call__(self, x: jax.Array, cond: jax.Array, train: bool) -> jax.Array:
+    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn0")(x, cond, train)
     h = _conv(self.features, 3, self.dtype, "conv0")(layers.upsample_nearest(nn.relu(h)))
-    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn1")(h, cond1, train)
+    h = layers.LocalConditionalBatchNorm(self.group_size, self.dtype, name="lcbn1")(h, cond, train)
     h = _conv(self.features, 3, self.dtype, "conv1")(nn.relu(h))
     shortcut = _conv(self.features, 1, self.dtype, "shortcut")(layers.upsample_nearest(x))
     return h + shortcut
@@ -151,9 +154,10 @@ class Generator(nn.Module):
 
     z = z.astype(dtype)
     gc = jnp.concatenate([dense(self.z_dim, "sentence_proj")(sentence.astype(dtype)), z], axis=-1)
-    x = dense(self.gf_dim * 16 * 4 * 4, "stem")(z).reshape(batch, 4, 4, self.gf_dim * 16)
-
     mults = CHANNEL_MULTIPLIERS[self.image_size]
+    stem_width = self.gf_dim * mults[0]
+    x = dense(stem_width * 4 * 4, "stem")(z).reshape(batch, 4, 4, stem_width)
+
     num_global = int(math.log2(self.cond_size // 4))
     for i in range(num_global):
       x = GenBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, gc, train)
@@ -166,10 +170,9 @@ class Generator(nn.Module):
       context = context.reshape(batch, size, size, -1).astype(dtype)
       spatial_cond = jnp.concatenate([context, spatial_cond], axis=-1)
 
+    # The spatial condition stays at cond_size: each LCBN computes its modulation there and upsamples it.
     for i in range(num_global, len(mults)):
-      cond_up = layers.upsample_nearest(spatial_cond)
-      x = GenSpatialBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, spatial_cond, cond_up, train)
-      spatial_cond = cond_up
+      x = GenSpatialBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, spatial_cond, train)
 
     x = layers.LocalConditionalBatchNorm(group, dtype, name="head_lcbn")(x, spatial_cond, train)
     x = _conv(3, 3, dtype, "head_conv")(nn.relu(x))
