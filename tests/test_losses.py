@@ -247,3 +247,14 @@ def test_bf16_inputs_give_float32_losses_close_to_f32():
   assert bf_c.dtype == jnp.float32 and bf_w.dtype == jnp.float32 and bf_h.dtype == jnp.float32
   np.testing.assert_allclose(float(bf_c), float(f32_c), rtol=2e-2)
   np.testing.assert_allclose(float(bf_w), float(f32_w), rtol=5e-2)
+
+
+def test_word_region_loss_with_a_concrete_mask_closed_over_in_jit():
+  """A concrete mask captured by a jitted function (not a traced argument) is still checked, in numpy."""
+  words, mask, regions = _word_region_inputs(seed=12)
+  mask_array = jnp.asarray(mask)
+  jitted = jax.jit(lambda w, r: losses.word_region_loss(w, mask_array, r)[0])
+  _close(jitted(words, regions), float(losses.word_region_loss(words, mask, regions)[0]))
+  empty = jnp.asarray(mask).at[1].set(0)
+  with pytest.raises(ValueError, match="at least one real word"):
+    jax.jit(lambda w, r: losses.word_region_loss(w, empty, r)[0])(words, regions)

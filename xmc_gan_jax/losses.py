@@ -16,6 +16,7 @@ from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Metrics = Dict[str, jax.Array]
 
@@ -208,7 +209,8 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
     raise ValueError(
         "word_region_loss: inconsistent shapes words [N, T, E]={}, word_mask [N, T]={}, regions [N, R, E]={}."
         .format(words.shape, word_mask.shape, regions.shape))
-  if not isinstance(word_mask, jax.core.Tracer) and not bool(jnp.all(jnp.any(word_mask != 0, axis=1))):
+  # Checked in numpy: a concrete mask closed over inside a jit would turn jnp results into tracers.
+  if not isinstance(word_mask, jax.core.Tracer) and not np.all(np.any(np.asarray(word_mask) != 0, axis=1)):
     raise ValueError("word_region_loss: every caption needs at least one real word (a row of word_mask is all 0).")
   groups = _num_groups(n, group_size, "word_region_loss")
   g = n // groups
