@@ -120,11 +120,14 @@ def main(argv=None) -> int:
   start_step = trainer.checkpoint_step(workdir)
 
   def progress(step, scalars):
-    elapsed = time.time() - start
-    _log(f"step {step:6d} | {scalars.get('train/steps_per_sec', 0):5.2f} steps/s | "
-         f"{max(0.0, config.max_train_seconds - elapsed) / 60:4.1f} min left | d_loss {scalars['train/d_loss']:.3f} "
-         f"g_loss {scalars['train/g_loss']:.3f} | sentence acc real {scalars.get('train/real_sentence_accuracy', 0):.2f}"
-         f" fake {scalars.get('train/fake_sentence_accuracy', 0):.2f}")
+    rate = scalars.get("train/steps_per_sec", 0.0)
+    left = max(0.0, config.max_train_seconds - (time.time() - start))
+    if rate > 0:  # a step budget (--set total_steps=N) may end training before the time budget
+      left = min(left, (config.total_steps - step) / rate)
+    _log(f"step {step:6d} | {rate:5.2f} steps/s | {left / 60:4.1f} min left | "
+         f"d_loss {scalars['train/d_loss']:.3f} g_loss {scalars['train/g_loss']:.3f} | "
+         f"sentence acc real {scalars.get('train/real_sentence_accuracy', 0):.2f} "
+         f"fake {scalars.get('train/fake_sentence_accuracy', 0):.2f}")
 
   state = trainer.run(workdir, on_log=progress)
   seconds = time.time() - start
