@@ -33,50 +33,45 @@ _COLUMNS = (("d_real_logit", "D real"), ("d_fake_logit", "D fake"), ("d_hinge_lo
             ("g_grad_norm", "|gG|"), ("d_grad_norm", "|gD|"))
 
 
-def _image_probe(trainer, host_batch, n: int):
-  """Returns jitted state -> (fake mean, white fraction, black fraction) on a fixed batch and noise."""
-  modules = trainer.modules
-  ids, mask = jnp.asarray(host_batch["token_ids"][:n]), jnp.asarray(host_batch["token_mask"][:n])
-  z = jax.random.normal(jax.random.key(1), (n, modules.z_dim))
+def _diagnostics(trainer, host_batch, n: int, with_push: bool):
+  """Returns jitted state -> dict(mean, white, black [, push_<term>]) of G's images on a fixed batch and noise.
 
-  @jax.jit
-  def probe(state):
-    words, sentence = steps.text_features(modules, trainer.text_params, ids, mask)
-    fake, _ = steps.generate(modules, state.g_params, state.g_batch_stats, z, sentence, words, mask, train=True)
-    return jnp.mean(fake), jnp.mean(fake > WHITE), jnp.mean(fake < BLACK)
-  return probe
-
-
-def _term_push(trainer, host_batch, n: int):
-  """Returns jitted state -> {term: mean(dL/dx) / mean|dL/dx|} for G's loss terms on fixed fakes."""
+  push_<term> = mean(dL/dx) / mean(|dL/dx|) over the fake pixels x for each G loss term (one D forward pass, one
+  vjp per term), with D in inference mode.
+  """
   modules, cfg = trainer.modules, trainer.modules.loss
   ids, mask = jnp.asarray(host_batch["token_ids"][:n]), jnp.asarray(host_batch["token_mask"][:n])
   real = steps.to_unit_range(jnp.asarray(host_batch["image"][:n]))
-  z = jax.random.normal(jax.random.key(2), (n, modules.z_dim))
+  z = jax.random.normal(jax.random.key(1), (n, modules.z_dim))
+  group = cfg.contrastive_group_size
 
   @jax.jit
-  def push(state):
+  def diagnose(state):
     words, sentence = steps.text_features(modules, trainer.text_params, ids, mask)
     fake, _ = steps.generate(modules, state.g_params, state.g_batch_stats, z, sentence, words, mask, train=True)
+    result = {"mean": jnp.mean(fake), "white": jnp.mean(fake > WHITE), "black": jnp.mean(fake < BLACK)}
+    if not with_push:
+      return result
 
-    def term(images, name):
+    def terms(images):
       out, _ = steps.discriminate(modules, state.d_params, state.d_sn_stats, jnp.concatenate([real, images]),
                                   jnp.concatenate([sentence, sentence]), train=False)
-      real_out, fake_out = jax.tree.map(lambda x: x[:n], out), jax.tree.map(lambda x: x[n:], out)
-      if name == "adv":
-        return losses.hinge_g_loss(fake_out["logits"])
-      if name == "sentence":
-        return losses.contrastive_loss(fake_out["features"], fake_out["sentence_features"], cfg.temperature)[0]
-      if name == "word":
-        return losses.word_region_loss(words, mask, fake_out["regions"], cfg.gamma1, cfg.gamma2, cfg.gamma3)[0]
-      return losses.contrastive_loss(fake_out["features"], real_out["features"], cfg.temperature)[0]
+      real_out, fake_out = steps.split_halves(out, n)
+      return {
+          "adv": losses.hinge_g_loss(fake_out["logits"]),
+          "sentence": losses.contrastive_loss(fake_out["features"], fake_out["sentence_features"],
+                                              cfg.temperature, group)[0],
+          "word": losses.word_region_loss(words, mask, fake_out["regions"], cfg.gamma1, cfg.gamma2, cfg.gamma3,
+                                          group)[0],
+          "image": losses.contrastive_loss(fake_out["features"], real_out["features"], cfg.temperature, group)[0],
+      }
 
-    result = {}
-    for name in ("adv", "sentence", "word", "image"):
-      g = jax.grad(lambda images, name=name: term(images, name))(fake)
-      result[name] = jnp.mean(g) / jnp.maximum(jnp.mean(jnp.abs(g)), 1e-30)
+    values, vjp_fn = jax.vjp(terms, fake)
+    for name in values:
+      (g,) = vjp_fn({k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in values.items()})
+      result[f"push_{name}"] = jnp.mean(g) / jnp.maximum(jnp.mean(jnp.abs(g)), 1e-30)
     return result
-  return push
+  return diagnose
 
 
 def main() -> int:
@@ -94,8 +89,7 @@ def main() -> int:
   data = sources.train_source(config, trainer.text.vocab_path, trainer.text.vocab_size, 0)
   held = next(data)
   n = min(16, held["image"].shape[0])
-  probe = _image_probe(trainer, held, n)
-  push = _term_push(trainer, held, n) if args.term_gradients else None
+  diagnose = _diagnostics(trainer, held, n, args.term_gradients)
   real_mean = float(np.mean(held["image"][:n]) / 255.0)
   header = "step " + " ".join(f"{label:>7s}" for _, label in _COLUMNS) + " | fake mean  white  black (real mean)"
   print(header)
@@ -107,11 +101,11 @@ def main() -> int:
       continue
     means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
     pending = []
-    mean, white, black = (float(v) for v in probe(state))
+    d = {k: float(v) for k, v in diagnose(state).items()}
     cells = " ".join(f"{means[key]:7.2f}" if key in means else f"{'-':>7s}" for key, _ in _COLUMNS)
-    line = f"{step:4d} {cells} | {mean:9.3f} {white:6.3f} {black:6.3f} ({real_mean:.3f})"
-    if push is not None:
-      line += " | push " + " ".join(f"{k} {float(v):+.2f}" for k, v in push(state).items())
+    line = f"{step:4d} {cells} | {d['mean']:9.3f} {d['white']:6.3f} {d['black']:6.3f} ({real_mean:.3f})"
+    if args.term_gradients:
+      line += " | push " + " ".join(f"{k[5:]} {v:+.2f}" for k, v in d.items() if k.startswith("push_"))
     print(line, flush=True)
   return 0
 

@@ -52,7 +52,8 @@ def discriminate(modules: GANModules, d_params, d_sn_stats, images, sentence, tr
   return out, updates["spectral_norm_stats"]
 
 
-def _halves(out: dict[str, jax.Array], n: int):
+def split_halves(out: dict[str, jax.Array], n: int):
+  """D outputs on concat([real, fake]) -> (real outputs, fake outputs), the first n rows being real."""
   return jax.tree.map(lambda x: x[:n], out), jax.tree.map(lambda x: x[n:], out)
 
 
@@ -124,7 +125,7 @@ def d_update(modules: GANModules, state: TrainState, text_params, batch, rng) ->
   def loss_fn(d_params):
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
                            jnp.concatenate([sentence, sentence]), train=True)
-    real_out, fake_out = _halves(out, n)
+    real_out, fake_out = split_halves(out, n)
     loss, metrics = _d_loss(modules, real_out, fake_out, words, batch["token_mask"])
     return loss, (sn, metrics)
 
@@ -151,7 +152,7 @@ def g_d_update(modules: GANModules, state: TrainState, text_params, batch, rng) 
     fake, g_stats = generate(modules, g_params, state.g_batch_stats, z, sentence, words, mask, train=True)
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
                            jnp.concatenate([sentence, sentence]), train=True)
-    real_out, fake_out = _halves(out, n)
+    real_out, fake_out = split_halves(out, n)
     d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask)
     g_adv = losses.hinge_g_loss(fake_out["logits"])
     fake_terms, fake_metrics = _contrastive_terms(modules, "fake", fake_out, words, mask)
