@@ -55,6 +55,7 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
   generator = Generator(
       image_size=m.image_size, z_dim=m.z_dim, gf_dim=m.gf_dim, cond_size=m.cond_size,
       gamma_for_g=m.gamma_for_g, use_word_attention=m.use_word_attention,
+      stem_sees_sentence=m.stem_sees_sentence, initial_output_level=m.initial_output_level,
       batch_norm_group_size=m.batch_norm_group_size, dtype=dtype)
   discriminator = Discriminator(
       image_size=m.image_size, df_dim=m.df_dim, text_dim=text_dim, cond_size=m.cond_size, dtype=dtype)

@@ -154,6 +154,38 @@ def test_without_word_attention_words_are_ignored():
   assert float(jnp.abs(run(variables, z, -sentence, None, None) - out_none).max()) > 1e-5
 
 
+@pytest.mark.parametrize("stem_sees_sentence", [False, True])
+def test_stem_input(stem_sees_sentence):
+  """The stem is Dense(z) (original code) or Dense(concat(Dense(sentence), z)) (paper's text), checked in numpy."""
+  g = Generator(32, z_dim=Z, gf_dim=2, stem_sees_sentence=stem_sees_sentence)
+  z, sentence, words, mask = _inputs()
+  variables = _variables(g, z, sentence, words, mask)
+  params = jax.tree.map(np.asarray, variables["params"])
+  stem_in = np.asarray(z)
+  if stem_sees_sentence:
+    proj = np.asarray(sentence) @ params["sentence_proj"]["kernel"] + params["sentence_proj"]["bias"]
+    stem_in = np.concatenate([proj, stem_in], axis=-1)
+  assert params["stem"]["kernel"].shape[0] == stem_in.shape[1]
+  expected = (stem_in @ params["stem"]["kernel"] + params["stem"]["bias"]).reshape(2, 4, 4, -1)
+  got = g.apply(variables, z, sentence, words, mask, train=False,
+                capture_intermediates=lambda m, _: m.name == "stem")[1]["intermediates"]["stem"]["__call__"][0]
+  np.testing.assert_allclose(np.asarray(got).reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.78])
+def test_initial_output_level_sets_head_bias(level):
+  """An untrained G with a zeroed head kernel outputs exactly `level` everywhere."""
+  g = Generator(32, z_dim=Z, gf_dim=2, initial_output_level=level)
+  args = _inputs()
+  variables = jax.jit(lambda k, *a: g.init(k, *a, train=False))(jax.random.key(0, impl="unsafe_rbg"), *args)
+  bias = np.asarray(variables["params"]["head_conv"]["bias"])
+  np.testing.assert_allclose(bias, np.full(3, np.arctanh(2 * level - 1)), rtol=1e-6, atol=1e-7)
+  params = jax.tree.map(lambda x: x, variables["params"])
+  params["head_conv"] = dict(params["head_conv"], kernel=jnp.zeros_like(params["head_conv"]["kernel"]))
+  out = g.apply(dict(variables, params=params), *args, train=False)
+  np.testing.assert_allclose(np.asarray(out), level, rtol=1e-6)
+
+
 @pytest.mark.parametrize("group,independent", [(2, True), (0, False)])
 def test_batch_norm_groups_isolate_examples(group, independent):
   """In training, example 0's image depends on examples 2, 3 only when they share its BN group."""
@@ -203,7 +235,8 @@ def test_bad_configs_and_inputs_raise():
            (Generator(96, z_dim=Z, gf_dim=2), args, "image_size"),
            (Generator(64, z_dim=Z + 1, gf_dim=2), args, "z must be"),
            (Generator(64, z_dim=Z, gf_dim=2), (args[0], args[1], None, None), "words and word_mask"),
-           (Generator(64, z_dim=Z, gf_dim=2), (args[0], args[1][:1]) + args[2:], "sentence must be")]
+           (Generator(64, z_dim=Z, gf_dim=2), (args[0], args[1][:1]) + args[2:], "sentence must be"),
+           (Generator(64, z_dim=Z, gf_dim=2, initial_output_level=1.0), args, "initial_output_level")]
   for g, a, message in cases:
     with pytest.raises(ValueError, match=message):
       jax.eval_shape(lambda: g.init(jax.random.key(0), *a, train=False))

@@ -4,14 +4,17 @@ z [B, z_dim] and text (sentence [B, E], words [B, T, E]) -> images [B, H, W, 3] 
 
 - Global condition gc = concat(Dense(z_dim)(sentence), z) (2*z_dim = 256 channels).
 - Stem Dense(m0*gf*4*4)(z) -> [B, 4, 4, m0*gf], m0 = first channel multiplier (16 at 64-256 px, as the original;
-  the stem sees z only, as in the original code).
+  the stem sees z only, as in the original code). `stem_sees_sentence=True` feeds it gc = concat(projected
+  sentence, z) instead, as the paper's text describes ("z and e_s concatenated and passed through the first FC").
 - `GenBlock`s (self-modulated by gc through ConditionalBatchNorm) from 4x4 up to `cond_size`.
 - Word attention once at `cond_size`: regions = 1x1 Conv(E)(x); per region, a softmax over the real words of
   gamma_for_g * cos(region, word) weights the L2-normalised words into a context vector.
 - Spatial condition = concat(context [E], tiled gc [256]) at `cond_size`, nearest-upsampled to each later
   block's resolution; `GenSpatialBlock`s (LocalConditionalBatchNorm: per-pixel modulation) up to `image_size`.
   The modulation's 1x1 convs run at `cond_size` and their outputs are upsampled (the same numbers, fewer FLOPs).
-- Head LCBN -> ReLU -> Conv3x3(3) -> tanh -> (x + 1) / 2.
+- Head LCBN -> ReLU -> Conv3x3(3) -> tanh -> (x + 1) / 2. The head conv's bias starts at
+  atanh(2 * initial_output_level - 1), so an untrained G's pixels centre on `initial_output_level` (0.5 = zero
+  bias, the original).
 
 Channel multipliers of gf per block (output widths), 4x4 -> image_size:
   128 px: 16, 8 | 4, 2, 1        256 px: 16, 8 | 8, 4, 2, 1   (original)
@@ -108,6 +111,8 @@ class Generator(nn.Module):
     cond_size: side of the word-attention map (power of two, 4 <= cond_size <= image_size / 2).
     gamma_for_g: attention logit scale.
     use_word_attention: False = spatial condition is the tiled global condition only (ablation).
+    stem_sees_sentence: True = the 4x4 stem is a Dense of gc (paper's text), False = of z only (original code).
+    initial_output_level: pixel value in (0, 1) that an untrained G's output centres on (0.5 = the original).
     batch_norm_group_size: examples per BatchNorm statistics group (0 = whole batch; original: 8 per device).
     dtype: compute dtype (jnp dtype or name); params and BN statistics stay float32; output is float32.
   """
@@ -117,6 +122,8 @@ class Generator(nn.Module):
   cond_size: int = 16
   gamma_for_g: float = 15.0
   use_word_attention: bool = True
+  stem_sees_sentence: bool = False
+  initial_output_level: float = 0.5
   batch_norm_group_size: int = 0
   dtype: Any = jnp.float32
 
@@ -126,6 +133,9 @@ class Generator(nn.Module):
     if self.image_size < 2 * self.cond_size:
       raise ValueError(f"Generator needs image_size >= 2 * cond_size (at least one attention-modulated block); "
                        f"got image_size={self.image_size}, cond_size={self.cond_size}.")
+    if not 0.0 < self.initial_output_level < 1.0:
+      raise ValueError(f"Generator initial_output_level must lie in (0, 1) (a pixel value; 0.5 = zero head bias), "
+                       f"got {self.initial_output_level}.")
     if self.cond_size < 4 or self.cond_size & (self.cond_size - 1):
       raise ValueError(f"Generator cond_size must be a power of two >= 4, got {self.cond_size}.")
 
@@ -156,7 +166,7 @@ class Generator(nn.Module):
     gc = jnp.concatenate([dense(self.z_dim, "sentence_proj")(sentence.astype(dtype)), z], axis=-1)
     mults = CHANNEL_MULTIPLIERS[self.image_size]
     stem_width = self.gf_dim * mults[0]
-    x = dense(stem_width * 4 * 4, "stem")(z).reshape(batch, 4, 4, stem_width)
+    x = dense(stem_width * 4 * 4, "stem")(gc if self.stem_sees_sentence else z).reshape(batch, 4, 4, stem_width)
 
     num_global = int(math.log2(self.cond_size // 4))
     for i in range(num_global):
@@ -175,5 +185,7 @@ class Generator(nn.Module):
       x = GenSpatialBlock(self.gf_dim * mults[i], group, dtype, name=f"block{i}")(x, spatial_cond, train)
 
     x = layers.LocalConditionalBatchNorm(group, dtype, name="head_lcbn")(x, spatial_cond, train)
-    x = _conv(3, 3, dtype, "head_conv")(nn.relu(x))
+    head_bias = math.atanh(2.0 * self.initial_output_level - 1.0)
+    x = nn.Conv(3, (3, 3), dtype=dtype, kernel_init=layers.default_kernel_init,
+                bias_init=nn.initializers.constant(head_bias), name="head_conv")(nn.relu(x))
     return (jnp.tanh(x.astype(jnp.float32)) + 1.0) / 2.0

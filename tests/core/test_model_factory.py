@@ -1,0 +1,19 @@
+"""model_factory.build_modules passes every config.model option to the Linen modules it builds."""
+import pytest
+
+from tests.core import tiny_setup
+from xmc_gan_jax import model_factory
+
+
+@pytest.mark.parametrize("stem_sees_sentence,level", [(False, 0.5), (True, 0.78)])
+def test_generator_options_come_from_config(stem_sees_sentence, level):
+  config = tiny_setup.tiny_config(**{"model.stem_sees_sentence": stem_sees_sentence,
+                                     "model.initial_output_level": level,
+                                     "model.use_word_attention": not stem_sees_sentence})
+  text = tiny_setup.tiny_text_encoder()
+  modules = model_factory.build_modules(config, text.module, text.hidden_size)
+  g = modules.generator
+  assert (g.stem_sees_sentence, g.initial_output_level) == (stem_sees_sentence, level)
+  assert g.use_word_attention == (not stem_sees_sentence)
+  assert (g.image_size, g.gf_dim, g.cond_size) == (config.model.image_size, config.model.gf_dim,
+                                                   config.model.cond_size)
