@@ -36,14 +36,14 @@ _COLUMNS = (("d_real_logit", "D real"), ("d_fake_logit", "D fake"), ("d_hinge_lo
 def _diagnostics(trainer, host_batch, n: int, with_push: bool):
   """Returns jitted state -> dict(mean, white, black [, push_<term>]) of G's images on a fixed batch and noise.
 
-  push_<term> = mean(dL/dx) / mean(|dL/dx|) over the fake pixels x for each G loss term (one D forward pass, one
-  vjp per term), with D in inference mode.
+  push_<term> = mean(dL/dx) / mean(|dL/dx|) over the fake pixels x for the adversarial term and each enabled
+  contrastive term of G's loss, as the train step defines them (steps.contrastive_terms / steps.image_terms):
+  one D forward pass in inference mode, one vjp per term.
   """
-  modules, cfg = trainer.modules, trainer.modules.loss
+  modules = trainer.modules
   ids, mask = jnp.asarray(host_batch["token_ids"][:n]), jnp.asarray(host_batch["token_mask"][:n])
   real = steps.to_unit_range(jnp.asarray(host_batch["image"][:n]))
   z = jax.random.normal(jax.random.key(1), (n, modules.z_dim))
-  group = cfg.contrastive_group_size
 
   @jax.jit
   def diagnose(state):
@@ -57,14 +57,12 @@ def _diagnostics(trainer, host_batch, n: int, with_push: bool):
       out, _ = steps.discriminate(modules, state.d_params, state.d_sn_stats, jnp.concatenate([real, images]),
                                   jnp.concatenate([sentence, sentence]), train=False)
       real_out, fake_out = steps.split_halves(out, n)
-      return {
-          "adv": losses.hinge_g_loss(fake_out["logits"]),
-          "sentence": losses.contrastive_loss(fake_out["features"], fake_out["sentence_features"],
-                                              cfg.temperature, group)[0],
-          "word": losses.word_region_loss(words, mask, fake_out["regions"], cfg.gamma1, cfg.gamma2, cfg.gamma3,
-                                          group)[0],
-          "image": losses.contrastive_loss(fake_out["features"], real_out["features"], cfg.temperature, group)[0],
-      }
+      _, fake_metrics = steps.contrastive_terms(modules, "fake", fake_out, words, mask)
+      _, image_metrics = steps.image_terms(modules, real_out, fake_out, real, images)
+      values = {"adv": losses.hinge_g_loss(fake_out["logits"])}
+      values.update({k[:-len("_loss")].removeprefix("fake_"): v
+                     for k, v in {**fake_metrics, **image_metrics}.items() if k.endswith("_loss")})
+      return values
 
     values, vjp_fn = jax.vjp(terms, fake)
     for name in values:

@@ -57,8 +57,12 @@ def split_halves(out: dict[str, jax.Array], n: int):
   return jax.tree.map(lambda x: x[:n], out), jax.tree.map(lambda x: x[n:], out)
 
 
-def _contrastive_terms(modules: GANModules, side: str, out, words, mask) -> tuple[jax.Array, Metrics]:
-  """Sentence-image and word-region losses of one side ('real' or 'fake'), weighted."""
+def contrastive_terms(modules: GANModules, side: str, out, words, mask) -> tuple[jax.Array, Metrics]:
+  """Sentence-image and word-region losses of one side ('real' or 'fake') of D's outputs.
+
+  Returns (weighted sum, metrics); metrics hold each enabled term's unweighted `{side}_{term}_loss`, accuracy and
+  entropy. Terms with weight 0 are not computed.
+  """
   cfg = modules.loss
   total = jnp.zeros((), jnp.float32)
   metrics: Metrics = {}
@@ -77,8 +81,11 @@ def _contrastive_terms(modules: GANModules, side: str, out, words, mask) -> tupl
   return total, metrics
 
 
-def _image_terms(modules: GANModules, real_out, fake_out, real_images, fake_images) -> tuple[jax.Array, Metrics]:
-  """Image-image contrastive losses (G side only): on D features, and on pretrained features when present."""
+def image_terms(modules: GANModules, real_out, fake_out, real_images, fake_images) -> tuple[jax.Array, Metrics]:
+  """Image-image contrastive losses (G side only): on D features, and on pretrained features when present.
+
+  Returns (weighted sum, metrics) with each enabled term's unweighted `image_loss` / `pretrained_image_loss`.
+  """
   cfg = modules.loss
   total = jnp.zeros((), jnp.float32)
   metrics: Metrics = {}
@@ -98,7 +105,7 @@ def _image_terms(modules: GANModules, real_out, fake_out, real_images, fake_imag
 
 def _d_loss(modules, real_out, fake_out, words, mask) -> tuple[jax.Array, Metrics]:
   hinge = losses.hinge_d_loss(real_out["logits"], fake_out["logits"])
-  contrastive, metrics = _contrastive_terms(modules, "real", real_out, words, mask)
+  contrastive, metrics = contrastive_terms(modules, "real", real_out, words, mask)
   metrics.update({"d_hinge_loss": hinge, "d_real_logit": jnp.mean(real_out["logits"]),
                   "d_fake_logit": jnp.mean(fake_out["logits"])})
   return hinge + contrastive, metrics
@@ -155,9 +162,9 @@ def g_d_update(modules: GANModules, state: TrainState, text_params, batch, rng) 
     real_out, fake_out = split_halves(out, n)
     d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask)
     g_adv = losses.hinge_g_loss(fake_out["logits"])
-    fake_terms, fake_metrics = _contrastive_terms(modules, "fake", fake_out, words, mask)
-    image_terms, image_metrics = _image_terms(modules, real_out, fake_out, real, fake)
-    g_loss = g_adv + fake_terms + image_terms
+    fake_terms, fake_metrics = contrastive_terms(modules, "fake", fake_out, words, mask)
+    image_total, image_metrics = image_terms(modules, real_out, fake_out, real, fake)
+    g_loss = g_adv + fake_terms + image_total
     metrics.update(fake_metrics)
     metrics.update(image_metrics)
     metrics["g_adv_loss"] = g_adv

@@ -37,8 +37,10 @@ CHANNEL_MULTIPLIERS = {32: (16, 8, 1), 64: (16, 8, 2, 1), 128: (16, 8, 4, 2, 1),
 _MASK_LOGIT = -1e9
 
 
-def _conv(features: int, kernel: int, dtype: Any, name: Optional[str] = None) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), dtype=dtype, kernel_init=layers.default_kernel_init, name=name)
+def _conv(features: int, kernel: int, dtype: Any, name: Optional[str] = None,
+          bias_init=nn.initializers.zeros) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), dtype=dtype, kernel_init=layers.default_kernel_init,
+                 bias_init=bias_init, name=name)
 
 
 class GenBlock(nn.Module):
@@ -186,6 +188,5 @@ class Generator(nn.Module):
 
     x = layers.LocalConditionalBatchNorm(group, dtype, name="head_lcbn")(x, spatial_cond, train)
     head_bias = math.atanh(2.0 * self.initial_output_level - 1.0)
-    x = nn.Conv(3, (3, 3), dtype=dtype, kernel_init=layers.default_kernel_init,
-                bias_init=nn.initializers.constant(head_bias), name="head_conv")(nn.relu(x))
+    x = _conv(3, 3, dtype, "head_conv", nn.initializers.constant(head_bias))(nn.relu(x))
     return (jnp.tanh(x.astype(jnp.float32)) + 1.0) / 2.0
