@@ -30,6 +30,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.gamma_for_g = 15.0       # attention sharpness in G
   config.model.use_word_attention = True  # False: G modulated by the global condition only (ablation)
   config.model.stem_sees_sentence = False  # True: G's 4x4 stem sees concat(sentence, z) (paper), not z (code)
+  config.model.d_coordinate_channels = False  # True: D's input gets row/column planes (ours; not in the original)
   config.model.initial_output_level = 0.5  # pixel value an untrained G centres on (0.5 = zero head bias, original)
   config.model.batch_norm_group_size = 0  # examples per BN statistics group; 0 = whole global sub-batch
   config.model.dtype = "float32"        # compute dtype ("bfloat16" for mixed precision); params stay f32

@@ -58,7 +58,8 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
       stem_sees_sentence=m.stem_sees_sentence, initial_output_level=m.initial_output_level,
       batch_norm_group_size=m.batch_norm_group_size, dtype=dtype)
   discriminator = Discriminator(
-      image_size=m.image_size, df_dim=m.df_dim, text_dim=text_dim, cond_size=m.cond_size, dtype=dtype)
+      image_size=m.image_size, df_dim=m.df_dim, text_dim=text_dim, cond_size=m.cond_size,
+      coordinate_channels=m.d_coordinate_channels, dtype=dtype)
   o = config.optim
   g_tx = optax.adam(o.g_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
   d_tx = optax.adam(o.d_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)

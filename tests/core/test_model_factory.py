@@ -6,10 +6,11 @@ from xmc_gan_jax import model_factory
 
 
 @pytest.mark.parametrize("stem_sees_sentence,level", [(False, 0.5), (True, 0.78)])
-def test_generator_options_come_from_config(stem_sees_sentence, level):
+def test_model_options_come_from_config(stem_sees_sentence, level):
   config = tiny_setup.tiny_config(**{"model.stem_sees_sentence": stem_sees_sentence,
                                      "model.initial_output_level": level,
-                                     "model.use_word_attention": not stem_sees_sentence})
+                                     "model.use_word_attention": not stem_sees_sentence,
+                                     "model.d_coordinate_channels": stem_sees_sentence})
   text = tiny_setup.tiny_text_encoder()
   modules = model_factory.build_modules(config, text.module, text.hidden_size)
   g = modules.generator
@@ -17,3 +18,7 @@ def test_generator_options_come_from_config(stem_sees_sentence, level):
   assert g.use_word_attention == (not stem_sees_sentence)
   assert (g.image_size, g.gf_dim, g.cond_size) == (config.model.image_size, config.model.gf_dim,
                                                    config.model.cond_size)
+  d = modules.discriminator
+  assert d.coordinate_channels == stem_sees_sentence
+  assert (d.image_size, d.df_dim, d.cond_size, d.text_dim) == (config.model.image_size, config.model.df_dim,
+                                                               config.model.cond_size, text.hidden_size)

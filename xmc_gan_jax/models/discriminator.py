@@ -13,6 +13,9 @@ Every conv and dense layer is spectrally normalised (`layers.SpectralConv/Spectr
 Region features are the output of the last block (OptimizedBlock included) whose side equals `cond_size`, taken
 before the final ReLU and projected by a SN 1x1 conv to the text width E. Then ReLU, sum over H, W -> x_pool;
 logit = SNDense(1)(x_pool) + <x_pool, SNDense(Cd)(sentence)>.
+`coordinate_channels=True` (our option, off in the original) appends two channels to the image, the pixel
+centre's row and column in [-1, 1] (`coordinate_planes`), so every feature can tell where it is; without them the
+sum-pooled head sees position only through zero-padding effects.
 Variables: `params`, `spectral_norm_stats` (u advances only with train=True and mutable=['spectral_norm_stats']).
 """
 from typing import Any, Dict
@@ -72,6 +75,14 @@ class DiscBlock(nn.Module):
     return h + shortcut
 
 
+def coordinate_planes(batch: int, size: int, dtype: Any = jnp.float32) -> jax.Array:
+  """[batch, size, size, 2]: channel 0 the row, channel 1 the column of each pixel centre, in (-1, 1)."""
+  centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size * 2.0 - 1.0
+  rows, cols = jnp.meshgrid(centres, centres, indexing="ij")
+  planes = jnp.stack([rows, cols], axis=-1).astype(dtype)
+  return jnp.broadcast_to(planes, (batch, size, size, 2))
+
+
 class Discriminator(nn.Module):
   """XMC-GAN discriminator (see module docstring).
 
@@ -80,12 +91,14 @@ class Discriminator(nn.Module):
     df_dim: base channel width (paper: 96); the global feature width is Cd = 16 * df_dim.
     text_dim: E, width of the word/sentence embeddings (768 for BERT-base); regions are projected to it.
     cond_size: side of the region-feature map (some block output must have this size).
+    coordinate_channels: append row/column planes to the input image (see module docstring).
     dtype: compute dtype (jnp dtype or name); params and spectral-norm vectors stay float32; outputs are float32.
   """
   image_size: int
   df_dim: int = 96
   text_dim: int = 768
   cond_size: int = 16
+  coordinate_channels: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -110,7 +123,10 @@ class Discriminator(nn.Module):
     cond_block = len(sizes) - 1 - sizes[::-1].index(self.cond_size)  # last block at that side, as the original.
     dtype = jnp.dtype(self.dtype)
 
-    x = DiscOptimizedBlock(self.df_dim, dtype, name="block0")(images.astype(dtype), train)
+    x = images.astype(dtype)
+    if self.coordinate_channels:
+      x = jnp.concatenate([x, coordinate_planes(x.shape[0], size, dtype)], axis=-1)
+    x = DiscOptimizedBlock(self.df_dim, dtype, name="block0")(x, train)
     x_cond = x
     for i, (mult, down) in enumerate(zip(mults, downsamples), start=1):
       x = DiscBlock(self.df_dim * mult, down, dtype, name=f"block{i}")(x, train)
