@@ -76,7 +76,7 @@ def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: n
   return np.concatenate(outputs)
 
 
-def _single_device_config(config):
+def single_device_config(config):
   """Sampling runs on one device whatever mesh trained the run (checkpoints reshard on restore)."""
   config.mesh.data = 1
   config.mesh.fsdp = 1
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> str:
   step = steps[-1] if args.step is None else args.step
   if step not in steps:
     raise FileNotFoundError(f"No checkpoint for --step={step} in {ckpt_dir}; available steps: {steps}.")
-  config = _single_device_config(load_run_config(args.workdir, checkpointer, step))
+  config = single_device_config(load_run_config(args.workdir, checkpointer, step))
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
   state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
   checkpointer.close()

@@ -18,6 +18,7 @@ import scipy.linalg
 
 from tests.core import tiny_setup
 from tests.evaluation import random_inception
+from tests.evaluation import shapes_batches
 from xmc_gan_jax import sharding
 from xmc_gan_jax import train
 from xmc_gan_jax.data import shapes_scene
@@ -266,33 +267,13 @@ class _ShapesStub:
     return np.full((len(index), 32, 32, 3), 0.5, np.float32)
 
 
-def _shapes_batches(scenes, images, batch_size):
-  """Eval batches like the shapes pipeline: objects/*, num_objects, caption, valid (padding rows at the end)."""
-  n = len(scenes)
-  padded = -(-n // batch_size) * batch_size
-  objects = shapes_scene.pad_objects(scenes)
-  for start in range(0, padded, batch_size):
-    rows = np.arange(start, start + batch_size)
-    real = rows < n
-    safe = np.where(real, rows, 0)
-    ids = np.zeros((batch_size, 12), np.int32)
-    ids[:, 0], ids[:, 1], ids[:, 2] = 101, safe, 102
-    batch = {"image": np.where(real[:, None, None, None], images[safe], 0).astype(np.uint8),
-             "token_ids": ids, "token_mask": np.broadcast_to(np.arange(12) < 3, ids.shape).astype(np.int32),
-             "caption": np.array([f"scene {i}".encode() if ok else b"" for i, ok in zip(safe, real)]),
-             "valid": real.astype(np.int32)}
-    for key, value in objects.items():
-      batch[key] = np.where(real.reshape((-1,) + (1,) * (value.ndim - 1)), value[safe], 0).astype(np.int32)
-    yield batch
-
-
 def test_shapes_alignment_of_perfect_and_blank_generators(tmp_path, monkeypatch, extractor):
   rng = np.random.default_rng(3)
   scenes = [shapes_scene.sample_scene(rng) for _ in range(11)]
   images = np.stack([shapes_scene.render_scene(s, 32) for s in scenes])
   monkeypatch.setattr(evaluator_lib.sources, "eval_source",
                       lambda config, vocab_path, vocab_size, num_examples, batch_size, seed_offset=0:
-                      _shapes_batches(scenes, images, batch_size))
+                      shapes_batches.shapes_batches(scenes, images, batch_size))
   config = _config(tmp_path, **{"dataset.name": "shapes", "eval.num_images": 11})
   stub = _ShapesStub(sharding.make_mesh(config.mesh, jax.devices()[:2]), images)
   evaluator = evaluator_lib.Evaluator(config, stub, extractor=extractor, weights_tag="random75")
