@@ -125,6 +125,25 @@ def test_hand_drawn_objects(shape, size):
   assert not sv.score_images(image, _objects(5, shape, size, 2, 1))["color_position"][0]
 
 
+def test_extra_objects_and_colour_floods_fail(dataset):
+  images, objects = dataset
+  assert sv.score_images(images, objects)["no_extra"].mean() >= 0.99
+  # The whole image in the first object's colour covers the right cell with the right colour, and places nothing.
+  flood = ss.COLOR_RGB[objects["objects/color"][:, 0]][:, None, None, :] * np.ones_like(images)
+  flooded = _align(flood.astype(np.uint8), objects)
+  assert flooded["align_color_position_1obj"] == 0.0 and flooded["align_no_extra"] == 0.0, flooded
+  # An undescribed second object: the described one is still found, but colour-and-position and all fail.
+  first, second = _hand_drawn(1, 1, row=2, col=0, color=5), _hand_drawn(0, 0, row=0, col=2, color=1)
+  both = np.where((second != 200).any(axis=-1, keepdims=True), second, first)[None]
+  scores = sv.score_images(both, _objects(5, 1, 1, 2, 0))
+  assert scores["shape"][0] and scores["size"][0]
+  assert not (scores["no_extra"][0] or scores["color_position"][0] or scores["all"][0])
+  two = {k: np.array([[a[0, 0], b[0, 0], -1]], np.int32) for (k, a), b in
+         zip(_objects(5, 1, 1, 2, 0).items(), _objects(1, 0, 0, 0, 2).values()) if k != "num_objects"}
+  two["num_objects"] = np.array([2], np.int32)
+  assert all(bool(v[0]) for v in sv.score_images(both, two).values())
+
+
 def test_unmixing_of_single_pixels():
   background = np.array(ss.BACKGROUND_RGB, np.float64)
   red = ss.COLOR_RGB[0].astype(np.float64)
@@ -140,13 +159,14 @@ def test_unmixing_of_single_pixels():
 
 def test_summarize_fractions_and_suffixes():
   scores = {"color_position": np.array([1, 1, 0, 1], bool), "size": np.array([1, 0, 0, 1], bool),
-            "shape": np.array([1, 1, 0, 0], bool), "all": np.array([1, 0, 0, 0], bool)}
+            "shape": np.array([1, 1, 0, 0], bool), "no_extra": np.array([1, 1, 1, 1], bool),
+            "all": np.array([1, 0, 0, 0], bool)}
   summary = sv.summarize(scores, np.array([1, 1, 3, 3]))
   assert summary["align_color_position"] == 0.75 and summary["align_all"] == 0.25
   assert summary["align_size_1obj"] == 0.5 and summary["align_shape_3obj"] == 0.0
   assert summary["align_all_1obj"] == 0.5 and summary["align_color_position_3obj"] == 0.5
   assert not any(key.endswith("_2obj") for key in summary)
-  assert len(summary) == 4 * 3
+  assert summary["align_no_extra_3obj"] == 1.0 and len(summary) == 5 * 3
 
 
 def test_bare_keys_accepted_and_bad_inputs_rejected():

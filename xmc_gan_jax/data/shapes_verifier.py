@@ -11,7 +11,11 @@ For every object the verifier looks only at the object's grid cell:
    intersection-over-union (sum of minima / sum of maxima) >= `MIN_IOU` with the best shape template (3 shapes x
    `TEMPLATE_EXTENTS` box sides, each also blurred), rendered like the dataset at the coverage's centroid.
 3. The best template gives the judged shape, and its box side the size (small below `SIZE_BOUNDARY`).
-An example passes an attribute only when it holds for all its objects; `all` needs every attribute.
+4. Cells the caption leaves empty must stay empty (`no_extra`): no palette colour may form an object there by the
+   test of step 2. Without this, an image flooded with the caption's colour would pass colour-and-position for
+   every one-object caption (it covers the right cell with the right colour) while placing nothing.
+An example passes an attribute only when it holds for all its objects; `color_position` and `all` also need
+`no_extra`, and `all` needs every attribute.
 """
 from typing import Mapping
 
@@ -31,7 +35,7 @@ TEMPLATE_BLUR_PASSES = 2  # each template is also tried blurred by 1..this many 
 # small below the geometric mean of the two rendered sides, large above.
 TEMPLATE_EXTENTS = tuple(float(x) for x in np.round(np.arange(0.30, 1.001, 0.05), 2))
 SIZE_BOUNDARY = float(np.sqrt(shapes_scene.SIZE_EXTENT[0] * shapes_scene.SIZE_EXTENT[1]))
-SCORE_KEYS = ("color_position", "size", "shape", "all")
+SCORE_KEYS = ("color_position", "size", "shape", "no_extra", "all")
 _ATTRS = ("color", "shape", "size", "row", "col")
 
 
@@ -68,10 +72,36 @@ def judge_object(image: np.ndarray, color: int, row: int, col: int) -> tuple[boo
   Returns (present, shape, size, iou): whether the colour forms an object at cell (row, col), and the shape and
   size of the best-matching template with its soft IoU (shape = size = -1 when absent).
   """
-  size_px = image.shape[0]
+  return _judge_in_cell(image.shape[0], coverage_maps(image[_cell_slices(row, col, image.shape[0])]), color, row,
+                        col)
+
+
+def _cell_slices(row: int, col: int, size_px: int) -> tuple[slice, slice]:
   y0, y1 = shapes_scene.cell_bounds(row, size_px)
   x0, x1 = shapes_scene.cell_bounds(col, size_px)
-  labels, coverage = coverage_maps(image[y0:y1, x0:x1])
+  return slice(y0, y1), slice(x0, x1)
+
+
+def has_extra_object(image: np.ndarray, occupied: set[tuple[int, int]]) -> bool:
+  """Whether any palette colour forms an object (the test of `judge_object`) in a cell not in `occupied`."""
+  size_px = image.shape[0]
+  for row in range(shapes_scene.GRID):
+    for col in range(shapes_scene.GRID):
+      if (row, col) in occupied:
+        continue
+      maps = coverage_maps(image[_cell_slices(row, col, size_px)])
+      for color in np.unique(maps[0][maps[0] >= 0]):
+        if _judge_in_cell(size_px, maps, int(color), row, col)[0]:
+          return True
+  return False
+
+
+def _judge_in_cell(size_px: int, maps: tuple[np.ndarray, np.ndarray], color: int, row: int,
+                   col: int) -> tuple[bool, int, int, float]:
+  """`judge_object` on the cell's precomputed `coverage_maps`."""
+  labels, coverage = maps
+  y0, y1 = shapes_scene.cell_bounds(row, size_px)
+  x0, x1 = shapes_scene.cell_bounds(col, size_px)
   mass = np.where(labels == color, coverage, 0.0)
   total = float(mass.sum())
   if total <= 0.0 or total < MIN_AREA_FRACTION * mass.size or mass.max() < MIN_PEAK_COVERAGE:
@@ -145,7 +175,8 @@ def score_images(images: np.ndarray, objects: Mapping[str, np.ndarray]) -> dict[
       with -1 (the input pipeline's batch keys; the bare names `color`, ... are accepted too), and
       `num_objects` int [N].
   Returns:
-    bool [N] arrays under `color_position`, `size`, `shape`, `all`; True only if it holds for every object.
+    bool [N] arrays under `color_position`, `size`, `shape`, `no_extra`, `all`; True only if it holds for every
+    object (`no_extra`: no object in a cell the caption leaves empty; `color_position` and `all` include it).
   """
   arrays, num_objects = _check_inputs(images, objects)
   n = images.shape[0]
@@ -160,6 +191,10 @@ def score_images(images: np.ndarray, objects: Mapping[str, np.ndarray]) -> dict[
       scores["shape"][i] &= shape_ok
       scores["size"][i] &= size_ok
       scores["all"][i] &= present and shape_ok and size_ok
+    occupied = {(int(arrays["row"][i, j]), int(arrays["col"][i, j])) for j in range(int(num_objects[i]))}
+    scores["no_extra"][i] = not has_extra_object(images[i], occupied)
+  scores["color_position"] &= scores["no_extra"]
+  scores["all"] &= scores["no_extra"]
   return scores
 
 
