@@ -44,9 +44,26 @@ def sample_noise(seed: int, num: int, z_dim: int) -> np.ndarray:
   return np.random.default_rng(seed).standard_normal((num, z_dim), dtype=np.float32)
 
 
+def with_current_defaults(saved: dict):
+  """The saved config (a dict from its JSON) over configs/common.py's defaults: fields added to the code after the
+  run was trained (new model options) take their default, which is the behaviour the run was trained with."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  config = common.get_base_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and key in node and hasattr(node[key], "items"):
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  merge(config, saved)
+  return config
+
+
 def load_run_config(workdir: str, checkpointer, step: int):
-  """The config that trained `step`: its checkpoint's {"config": json} metadata, else WORKDIR/config.json."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  """The config that trained `step`: its checkpoint's {"config": json} metadata, else WORKDIR/config.json,
+  completed with today's defaults for fields it predates (`with_current_defaults`)."""
   text = None
   try:
     text = checkpointer.restore_meta(step).get("config")
@@ -57,7 +74,7 @@ def load_run_config(workdir: str, checkpointer, step: int):
     if not path.is_file():
       raise FileNotFoundError(f"Neither the checkpoint of step {step} nor {path} holds the run's config.")
     text = path.read_text()
-  return ml_collections.ConfigDict(json.loads(text) if isinstance(text, str) else text)
+  return with_current_defaults(json.loads(text) if isinstance(text, str) else dict(text))
 
 
 def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: np.ndarray,
