@@ -6,7 +6,8 @@ Tells a slow run from a stuck one without FID's Inception passes (about 10 s per
 cores). Each checkpoint is scored like `make demo` scores its last one (`demo.alignment`: the first --images
 validation captions, the same fixed noise for every checkpoint); --untrained adds step 0 (the run's initial
 state). Writes WORKDIR/alignment_curve.md (a table) and WORKDIR/alignment_curve.json (one row per step) and prints
-the table. Keep more checkpoints while training (`--set keep_checkpoints=40` for `python -m xmc_gan_jax.demo`) to
+the table. Re-running scores only checkpoints not yet in the JSON (at the same --images), so it can follow a
+running job. Keep more checkpoints while training (`--set keep_checkpoints=40` for `python -m xmc_gan_jax.demo`) to
 get more points; the default keeps the last 3.
 """
 import argparse
@@ -25,17 +26,31 @@ COLUMNS = ("ema_align_color_position", "ema_align_all", "ema_align_color_positio
            "ema_align_color_position_2obj", "ema_align_all_2obj")
 
 
-def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained: bool = False) -> list[dict]:
-  """One row {step, ema_align_*} per checkpoint of `checkpointer` (and step 0 when `untrained`), ascending."""
+def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained: bool = False,
+                      known: dict[int, dict] | None = None) -> list[dict]:
+  """One row {step, images, ema_align_*} per checkpoint of `checkpointer` (and step 0 when `untrained`),
+  ascending; steps in `known` (rows of an earlier call with the same num_images) are reused, not re-scored."""
   from xmc_gan_jax import demo  # pylint: disable=g-import-not-at-top
+  known = known or {}
   rows = []
-  if untrained:
-    rows.append(dict(demo.alignment(trainer, trainer.init_state(), config, num_images)[0], step=0))
-  for step in checkpointer.all_steps():
-    state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
-    rows.append(dict(demo.alignment(trainer, state, config, num_images)[0], step=step))
+  for step in ([0] if untrained else []) + checkpointer.all_steps():
+    if step in known:
+      rows.append(known[step])
+      continue
+    if step == 0:
+      state = trainer.init_state()
+    else:
+      state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+    rows.append(dict(demo.alignment(trainer, state, config, num_images)[0], step=step, images=num_images))
     del state
   return rows
+
+
+def earlier_rows(path: pathlib.Path, num_images: int) -> dict[int, dict]:
+  """Rows of an earlier alignment_curve.json scored on the same number of captions, by step ({} if none)."""
+  if not path.is_file():
+    return {}
+  return {row["step"]: row for row in json.loads(path.read_text()) if row.get("images") == num_images}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -69,11 +84,13 @@ def main(argv=None) -> int:
   if config.dataset.name != "shapes":
     raise ValueError(f"{args.workdir} trained on {config.dataset.name!r}; the verifier scores captioned shapes only.")
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
-  rows = score_checkpoints(trainer, config, checkpointer, args.images, args.untrained)
+  json_path = pathlib.Path(args.workdir) / "alignment_curve.json"
+  rows = score_checkpoints(trainer, config, checkpointer, args.images, args.untrained,
+                           earlier_rows(json_path, args.images))
   checkpointer.close()
   table = markdown_table(rows)
   (pathlib.Path(args.workdir) / "alignment_curve.md").write_text(table)
-  (pathlib.Path(args.workdir) / "alignment_curve.json").write_text(json.dumps(rows, indent=2))
+  json_path.write_text(json.dumps(rows, indent=2))
   print(f"EMA generator, first {args.images} validation captions, fixed noise:\n{table}")
   return 0
 

@@ -84,7 +84,7 @@ def test_rows_follow_the_checkpoints(patched):
       assert row[key] == pytest.approx(expected[key]), (row["step"], key)
 
 
-def test_command_writes_table_and_json(patched, capsys):
+def test_command_writes_table_and_json_and_reuses_rows(patched, capsys, monkeypatch):
   assert alignment_curve.main([f"--workdir={patched['workdir']}", "--images=6"]) == 0
   rows = json.loads((patched["workdir"] / "alignment_curve.json").read_text())
   assert [r["step"] for r in rows] == [3, 7]
@@ -92,6 +92,13 @@ def test_command_writes_table_and_json(patched, capsys):
   assert rows[1]["ema_align_all"] == pytest.approx(expected["ema_align_all"])
   table = (patched["workdir"] / "alignment_curve.md").read_text()
   assert table.splitlines()[3].startswith("| 7 | ") and table in capsys.readouterr().out
+  # A second call reuses the scored steps (the sampler now fails if called) ...
+  monkeypatch.setattr(train.Trainer, "samples", lambda self, *a: pytest.fail("re-scored a known step"))
+  assert alignment_curve.main([f"--workdir={patched['workdir']}", "--images=6"]) == 0
+  assert json.loads((patched["workdir"] / "alignment_curve.json").read_text()) == rows
+  # ... but not rows scored on another number of captions.
+  with pytest.raises(pytest.fail.Exception, match="re-scored"):
+    alignment_curve.main([f"--workdir={patched['workdir']}", "--images=5"])
 
 
 def test_bad_input(run, tmp_path):
