@@ -186,7 +186,8 @@ class Trainer:
     z = jax.random.normal(jax.random.fold_in(self.rng, 0x5A3), (n, self.config.model.z_dim))
     captions = [c.decode() if isinstance(c, bytes) else str(c) for c in host_batch.get("caption", [])[:n]]
     return {"token_ids": jnp.asarray(host_batch["token_ids"][:n]),
-            "token_mask": jnp.asarray(host_batch["token_mask"][:n]), "z": z, "real": host_batch["image"][:n], "captions": captions}
+            "token_mask": jnp.asarray(host_batch["token_mask"][:n]),
+            "z": z, "real": host_batch["image"][:n], "captions": captions}
 
   def _write_samples(self, writer, step: int, state, fixed) -> None:
     args = (fixed["token_ids"], fixed["token_mask"], fixed["z"])

