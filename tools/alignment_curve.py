@@ -74,13 +74,8 @@ def main(argv=None) -> int:
     raise ValueError(f"--images must be >= 1, got {args.images}.")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from xmc_gan_jax import checkpointing, sample, sharding, train  # pylint: disable=g-import-not-at-top
-  ckpt_dir = pathlib.Path(args.workdir) / checkpointing.CHECKPOINT_DIR
-  checkpointer = checkpointing.Checkpointer(args.workdir, read_only=True) if ckpt_dir.is_dir() else None
-  steps = checkpointer.all_steps() if checkpointer else []
-  if not steps:
-    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first (make demo WORKDIR={args.workdir}).")
-  config = sample.single_device_config(sample.load_run_config(args.workdir, checkpointer, steps[-1]))
+  from xmc_gan_jax import sample, sharding, train  # pylint: disable=g-import-not-at-top
+  checkpointer, _, config = sample.open_run(args.workdir)
   if config.dataset.name != "shapes":
     raise ValueError(f"{args.workdir} trained on {config.dataset.name!r}; the verifier scores captioned shapes only.")
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))

@@ -93,11 +93,27 @@ def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: n
   return np.concatenate(outputs)
 
 
-def single_device_config(config):
+def _single_device_config(config):
   """Sampling runs on one device whatever mesh trained the run (checkpoints reshard on restore)."""
   config.mesh.data = 1
   config.mesh.fsdp = 1
   return config
+
+
+def open_run(workdir: str, step: int | None = None):
+  """(read-only Checkpointer, step, config) of a training run: `step` defaults to the latest checkpoint; the config
+  is the one that trained it (`load_run_config`), set to one device. FileNotFoundError without that checkpoint."""
+  from xmc_gan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  ckpt_dir = pathlib.Path(workdir) / checkpointing.CHECKPOINT_DIR
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
+  steps = checkpointer.all_steps() if checkpointer else []
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first (make demo WORKDIR={workdir}, or "
+                            f"python -m xmc_gan_jax.main --config=... --workdir={workdir}).")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"No checkpoint for --step={step} in {ckpt_dir}; available steps: {steps}.")
+  return checkpointer, step, _single_device_config(load_run_config(workdir, checkpointer, step))
 
 
 def run(args: argparse.Namespace) -> str:
@@ -111,19 +127,10 @@ def run(args: argparse.Namespace) -> str:
     raise FileNotFoundError(f"Workdir {args.workdir!r} does not exist; pass the --workdir of a training run.")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from xmc_gan_jax import checkpointing, image_grid, sharding, train  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax import image_grid, sharding, train  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
-  ckpt_dir = pathlib.Path(args.workdir) / checkpointing.CHECKPOINT_DIR
-  checkpointer = checkpointing.Checkpointer(args.workdir, read_only=True) if ckpt_dir.is_dir() else None
-  steps = checkpointer.all_steps() if checkpointer else []
-  if not steps:
-    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first (python -m xmc_gan_jax.main "
-                            f"--config=... --workdir={args.workdir}).")
-  step = steps[-1] if args.step is None else args.step
-  if step not in steps:
-    raise FileNotFoundError(f"No checkpoint for --step={step} in {ckpt_dir}; available steps: {steps}.")
-  config = single_device_config(load_run_config(args.workdir, checkpointer, step))
+  checkpointer, step, config = open_run(args.workdir, args.step)
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
   state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
   checkpointer.close()

@@ -72,14 +72,14 @@ def judge_object(image: np.ndarray, color: int, row: int, col: int) -> tuple[boo
   Returns (present, shape, size, iou): whether the colour forms an object at cell (row, col), and the shape and
   size of the best-matching template with its soft IoU (shape = size = -1 when absent).
   """
-  return _judge_in_cell(image.shape[0], coverage_maps(image[_cell_slices(row, col, image.shape[0])]), color, row,
-                        col)
+  return _judge_in_cell(image.shape[0], _cell_maps(image, row, col), color, row, col)
 
 
-def _cell_slices(row: int, col: int, size_px: int) -> tuple[slice, slice]:
-  y0, y1 = shapes_scene.cell_bounds(row, size_px)
-  x0, x1 = shapes_scene.cell_bounds(col, size_px)
-  return slice(y0, y1), slice(x0, x1)
+def _cell_maps(image: np.ndarray, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+  """`coverage_maps` of the pixels of cell (row, col) of a uint8 image [S, S, 3]."""
+  y0, y1 = shapes_scene.cell_bounds(row, image.shape[0])
+  x0, x1 = shapes_scene.cell_bounds(col, image.shape[0])
+  return coverage_maps(image[y0:y1, x0:x1])
 
 
 def has_extra_object(image: np.ndarray, occupied: set[tuple[int, int]]) -> bool:
@@ -89,7 +89,7 @@ def has_extra_object(image: np.ndarray, occupied: set[tuple[int, int]]) -> bool:
     for col in range(shapes_scene.GRID):
       if (row, col) in occupied:
         continue
-      maps = coverage_maps(image[_cell_slices(row, col, size_px)])
+      maps = _cell_maps(image, row, col)
       for color in np.unique(maps[0][maps[0] >= 0]):
         if _judge_in_cell(size_px, maps, int(color), row, col)[0]:
           return True
