@@ -61,7 +61,8 @@ def main(argv=None) -> int:
   from xmc_gan_jax.data import sources  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax.models import text_encoder  # pylint: disable=g-import-not-at-top
   config = demo.build_config(argparse.Namespace(res=32, data_dir=args.data_dir, set=args.set))
-  encoder = text_encoder.load_text_encoder(config.text_encoder.path, config.text_encoder.pooling)
+  encoder = text_encoder.load_text_encoder(config.text_encoder.path, config.text_encoder.pooling,
+                                           config.text_encoder.features)
   sentences, objects = [], {}
   for batch in sources.eval_source(config, encoder.vocab_path, encoder.vocab_size, num_examples=args.captions,
                                    batch_size=config.eval.batch_size):
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
   if one.sum() < 10:
     raise ValueError(f"Only {int(one.sum())} one-object captions among {len(one)}; raise --captions.")
   print(f"{int(one.sum())} one-object captions, {config.text_encoder.path or 'all-MiniLM-L6-v2'} "
-        f"({config.text_encoder.pooling} pooling), sentence vectors of width {sentences.shape[1]}")
+        f"({config.text_encoder.features} features, {config.text_encoder.pooling} pooling), sentence vectors of "
+        f"width {sentences.shape[1]}")
   print("| attribute | variance share | probe accuracy |\n|---|---|---|")
   for attribute in ATTRIBUTES:
     labels = objects[f"objects/{attribute}"][one, 0]

@@ -1,8 +1,9 @@
 """Checks a config against the mesh before anything is built, with errors that say what to change."""
 import ml_collections
 
+from xmc_gan_jax.models import text_encoder
+
 _DATASETS = ("random", "shapes", "coco", "ln_coco", "ln_openimages")
-_POOLINGS = ("mean", "cls", "original")
 
 
 def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count: int = 1) -> None:
@@ -34,7 +35,10 @@ def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count
       raise ValueError(f"{name}={group} must be 0 (whole sub-batch) or divide the sub-batch size {sub}.")
   if config.dataset.name not in _DATASETS:
     raise ValueError(f"dataset.name={config.dataset.name!r} is not one of {_DATASETS}.")
-  if config.text_encoder.pooling not in _POOLINGS:
-    raise ValueError(f"text_encoder.pooling={config.text_encoder.pooling!r} is not one of {_POOLINGS}.")
+  if config.text_encoder.pooling not in text_encoder.POOLINGS:
+    raise ValueError(f"text_encoder.pooling={config.text_encoder.pooling!r} is not one of {text_encoder.POOLINGS}.")
+  if config.text_encoder.get("features", "contextual") not in text_encoder.FEATURES:
+    raise ValueError(f"text_encoder.features={config.text_encoder.features!r} is not one of "
+                     f"{text_encoder.FEATURES}.")
   if config.model.image_size not in (32, 64, 128, 256):
     raise ValueError(f"model.image_size={config.model.image_size} must be one of 32, 64, 128, 256.")

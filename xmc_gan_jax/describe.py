@@ -17,7 +17,7 @@ from xmc_gan_jax import sharding
 from xmc_gan_jax import steps
 from xmc_gan_jax import train_state
 from xmc_gan_jax.models import bert_weights
-from xmc_gan_jax.models.text_encoder import BertEncoder
+from xmc_gan_jax.models.text_encoder import BertEncoder, architecture_for_features
 
 # Published architectures, so that describe works before the weights are downloaded.
 KNOWN_BERT_CONFIGS = {
@@ -51,6 +51,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
   mesh = sharding.make_mesh(config.mesh)
   config_validation.validate(config, sharding.batch_devices(mesh), jax.process_count())
   bert_config, source = text_encoder_architecture(config.text_encoder.path)
+  bert_config = architecture_for_features(bert_config, config.text_encoder.features)
   text_module = BertEncoder(bert_config)
   modules = model_factory.build_modules(config, text_module, bert_config.hidden_size)
   state = train_state.abstract_state(modules, config)
@@ -81,7 +82,8 @@ def describe(config: ml_collections.ConfigDict) -> str:
             "discriminator": train_state.count_params(state.d_params),
             "text encoder (frozen)": train_state.count_params(text_params)}
   lines = [f"config: {size} px, gf={config.model.gf_dim}, df={config.model.df_dim}, z={config.model.z_dim}, "
-           f"text width {bert_config.hidden_size} ({source}), dtype {config.model.dtype}",
+           f"text width {bert_config.hidden_size} ({source}; {config.text_encoder.features} features), "
+           f"dtype {config.model.dtype}",
            f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.devices()[0].platform} device(s); "
            f"global batch {config.batch_size} per step = {k} sub-batches of {n}",
            "parameters:"]

