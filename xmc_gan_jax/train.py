@@ -1,5 +1,6 @@
 """The training loop: mesh, data, state, jitted steps and periodic actions (no model maths here)."""
 import functools
+import json
 import os
 import time
 from typing import Any
@@ -43,6 +44,27 @@ def training_done(workdir: str) -> bool:
   return (epath.Path(workdir) / TRAIN_DONE_FILE).exists()
 
 
+# Text-encoder settings a run must keep when it resumes: G and D were trained on the features they define, and a
+# change does not alter any parameter shape, so the restore alone would not notice it.
+RESUME_TEXT_KEYS = (("path", ""), ("pooling", "mean"), ("features", "contextual"), ("max_length", None))
+
+
+def check_same_text_encoder(meta: dict, config: ml_collections.ConfigDict, what: str) -> None:
+  """Raises ValueError when the checkpoint's saved config (meta["config"], JSON) used other text features."""
+  saved_json = (meta or {}).get("config")
+  if not saved_json:
+    return
+  saved = json.loads(saved_json).get("text_encoder", {}) if isinstance(saved_json, str) else {}
+  for key, default in RESUME_TEXT_KEYS:
+    before = saved.get(key, default)
+    now = config.text_encoder.get(key)
+    if before is not None and before != now:
+      raise ValueError(
+          f"{what} was trained with text_encoder.{key}={before!r}, but this config has {now!r}: the generator "
+          f"would be fed text features it was not trained on. Train in a new workdir, or set "
+          f"text_encoder.{key}={before!r} (--config.text_encoder.{key}=..., or make demo's --set) to continue.")
+
+
 class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss or gradient; the last good checkpoint is kept on disk."""
 
@@ -54,8 +76,8 @@ class Trainer:
     self.config = config
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     config_validation.validate(config, sharding.batch_devices(self.mesh), jax.process_count())
-    self.text = text_encoder or text_encoder_lib.load_text_encoder(config.text_encoder.path,
-                                                                   config.text_encoder.pooling)
+    self.text = text_encoder or text_encoder_lib.load_text_encoder(
+        config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
     self.modules = model_factory.build_modules(config, self.text.module, self.text.hidden_size)
     self.k = int(config.optim.d_steps_per_g_step)
     replicated = sharding.replicated(self.mesh)
@@ -93,7 +115,8 @@ class Trainer:
     if latest is None:
       return self.init_state()
     logging.info("Resuming from checkpoint at step %d in %s", latest, checkpointer.directory)
-    state, _ = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
+    state, meta = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
+    check_same_text_encoder(meta, self.config, f"The checkpoint of step {latest} in {checkpointer.directory}")
     return state
 
   def checkpoint_step(self, workdir: str) -> int:

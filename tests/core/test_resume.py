@@ -53,3 +53,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     train.Trainer(config, text_encoder=poisoned).run(str(tmp_path))
   assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
   assert not train.training_done(str(tmp_path))
+
+
+def test_resume_refuses_other_text_features(tmp_path):
+  _train(tmp_path, 2)
+  config = tiny_setup.tiny_config(**{"total_steps": 4, "text_encoder.features": "random_words"})
+  trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
+  with pytest.raises(ValueError, match="trained with text_encoder.features='contextual', but this config has "
+                                       "'random_words'"):
+    trainer.run(str(tmp_path))
+  # A checkpoint whose config predates the option counts as contextual; other keys are compared as saved.
+  train.check_same_text_encoder({"config": '{"text_encoder": {"pooling": "mean"}}'}, tiny_setup.tiny_config(), "x")
+  with pytest.raises(ValueError, match="text_encoder.pooling='cls'"):
+    train.check_same_text_encoder({"config": '{"text_encoder": {"pooling": "cls"}}'}, tiny_setup.tiny_config(), "x")
