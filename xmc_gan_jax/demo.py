@@ -63,11 +63,16 @@ def build_config(args: argparse.Namespace):
   return config
 
 
-def alignment(trainer, state, config, num_images: int) -> tuple[dict[str, float], tuple]:
-  """Verifier accuracies of the EMA generator on the first `num_images` validation captions (fixed noise)."""
+def alignment(trainer, state, config, num_images: int, batches=None) -> tuple[dict[str, float], tuple]:
+  """Verifier accuracies of the EMA generator on the first `num_images` validation captions (fixed noise).
+
+  `batches`: the evaluation batches (token_ids, token_mask, caption, num_objects, objects/*) when they come from
+  elsewhere than the validation split's tf.data pipeline (tools/sweep_shapes.py); None = that pipeline.
+  """
   judged, counts, grid = {}, [], None
-  batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size, num_examples=num_images,
-                                batch_size=config.eval.batch_size)
+  if batches is None:
+    batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
+                                  num_examples=num_images, batch_size=config.eval.batch_size)
   for index, batch in enumerate(batches):
     n = batch["token_ids"].shape[0]
     z = evaluator_lib.eval_noise(config.seed, 0, index, n, config.model.z_dim)
