@@ -37,19 +37,16 @@ flags.DEFINE_string("out", None, "Output folder.", required=True)
 flags.DEFINE_integer("res", 32, "Image size of the captioned_shapes config (32 or 64).")
 flags.DEFINE_string("data_dir", "runs/tfds", "TFDS data_dir (prepared on first use).")
 flags.DEFINE_integer("eval_images", 512, "Validation examples in the evaluation set.")
-flags.DEFINE_integer("limit", 0, "Export only the first N training images (0 = all; tests).")
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CAPTIONS_PER_IMAGE = 5
 
 
-def train_arrays(config, tokenizer, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def train_arrays(config, tokenizer) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N,S,S,3], token ids int32 [N,5,T]) of the whole train split, in stored order."""
   spec = input_pipeline.dataset_spec("shapes", config.model.image_size)
   builder = input_pipeline.load_builder(spec, config.dataset.data_dir, "", 1)
   records, _ = input_pipeline.read_records(builder, spec, config.dataset.train_split, 0, 1)
-  if limit:
-    records = records.take(limit)
   images, ids = [], []
   for batch in records.batch(1000).as_numpy_iterator():
     images.extend(tf.io.decode_png(encoded, channels=3).numpy() for encoded in batch["image"])
@@ -82,16 +79,15 @@ def shrink_vocabulary(vocab: list[str], used_ids: np.ndarray) -> np.ndarray:
   return np.array(sorted(keep), np.int64)
 
 
-def write_shrunk_encoder(source: str, out: str, kept_ids: np.ndarray) -> None:
-  """config.json / vocab.txt / model.safetensors (float16) with only the rows `kept_ids` of the word table."""
+def write_shrunk_encoder(source: str, out: str, vocab: list[str], kept_ids: np.ndarray) -> None:
+  """config.json / vocab.txt / model.safetensors (float16) of the BERT folder `source` (vocabulary `vocab`) with
+  only the rows `kept_ids` of the word table."""
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(source, "config.json"), encoding="utf-8") as f:
     raw = json.load(f)
   raw["vocab_size"] = int(len(kept_ids))
   with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
     json.dump(raw, f, indent=1)
-  with open(os.path.join(source, "vocab.txt"), encoding="utf-8") as f:
-    vocab = [line.rstrip("\n").rstrip("\r") for line in f]
   with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8") as f:
     f.write("".join(vocab[i] + "\n" for i in kept_ids))
   tensors = safetensors.numpy.load_file(os.path.join(source, "model.safetensors"))
@@ -122,10 +118,9 @@ def main(argv):
   encoder_path = config.text_encoder.path or bert_weights.default_text_encoder_path()
   vocab_path = tokenizer_lib.vocab_path_for(config.text_encoder.path)
   tokenizer = tokenizer_lib.BertTextTokenizer(vocab_path, int(config.text_encoder.max_length))
-  images, train_ids = train_arrays(config, tokenizer, FLAGS.limit)
+  images, train_ids = train_arrays(config, tokenizer)
   evaluation = eval_arrays(config, vocab_path, FLAGS.eval_images)
-  with open(vocab_path, encoding="utf-8") as f:
-    vocab = [line.rstrip("\n").rstrip("\r") for line in f]
+  vocab = tokenizer_lib.read_vocab(vocab_path)
   kept = shrink_vocabulary(vocab, np.union1d(np.unique(train_ids), np.unique(evaluation["eval_token_ids"])))
   remap = np.full(len(vocab), -1, np.int64)
   remap[kept] = np.arange(len(kept))
@@ -134,7 +129,7 @@ def main(argv):
   assert new_train.min() >= 0 and new_eval.min() >= 0
 
   encoder_out = os.path.join(FLAGS.out, "text_encoder")
-  write_shrunk_encoder(encoder_path, encoder_out, kept)
+  write_shrunk_encoder(encoder_path, encoder_out, vocab, kept)
   original_eval_ids = evaluation["eval_token_ids"]
   evaluation["eval_token_ids"] = new_eval
   np.savez_compressed(os.path.join(FLAGS.out, "arrays.npz"), train_image=images, train_token_ids=new_train,

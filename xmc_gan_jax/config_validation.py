@@ -37,7 +37,7 @@ def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count
     raise ValueError(f"dataset.name={config.dataset.name!r} is not one of {_DATASETS}.")
   if config.text_encoder.pooling not in text_encoder.POOLINGS:
     raise ValueError(f"text_encoder.pooling={config.text_encoder.pooling!r} is not one of {text_encoder.POOLINGS}.")
-  if config.text_encoder.get("features", "contextual") not in text_encoder.FEATURES:
+  if config.text_encoder.features not in text_encoder.FEATURES:
     raise ValueError(f"text_encoder.features={config.text_encoder.features!r} is not one of "
                      f"{text_encoder.FEATURES}.")
   if config.model.image_size not in (32, 64, 128, 256):

@@ -46,19 +46,24 @@ def training_done(workdir: str) -> bool:
 
 # Text-encoder settings a run must keep when it resumes: G and D were trained on the features they define, and a
 # change does not alter any parameter shape, so the restore alone would not notice it.
-RESUME_TEXT_KEYS = (("path", ""), ("pooling", "mean"), ("features", "contextual"), ("max_length", None))
+RESUME_TEXT_KEYS = ("path", "pooling", "features", "max_length")
 
 
 def check_same_text_encoder(meta: dict, config: ml_collections.ConfigDict, what: str) -> None:
-  """Raises ValueError when the checkpoint's saved config (meta["config"], JSON) used other text features."""
+  """Raises ValueError when the checkpoint's saved config (meta["config"], JSON) used other text features.
+
+  A key the saved config lacks (it predates the option) counts as configs/common.py's default, which is what the
+  code did before the option existed."""
+  from configs import common  # pylint: disable=g-import-not-at-top
   saved_json = (meta or {}).get("config")
   if not saved_json:
     return
-  saved = json.loads(saved_json).get("text_encoder", {}) if isinstance(saved_json, str) else {}
-  for key, default in RESUME_TEXT_KEYS:
-    before = saved.get(key, default)
-    now = config.text_encoder.get(key)
-    if before is not None and before != now:
+  saved = (json.loads(saved_json) if isinstance(saved_json, str) else dict(saved_json)).get("text_encoder", {})
+  defaults = common.get_base_config().text_encoder
+  for key in RESUME_TEXT_KEYS:
+    before = saved.get(key, defaults[key])
+    now = config.text_encoder[key]
+    if before != now:
       raise ValueError(
           f"{what} was trained with text_encoder.{key}={before!r}, but this config has {now!r}: the generator "
           f"would be fed text features it was not trained on. Train in a new workdir, or set "

@@ -1,6 +1,7 @@
 """Checkpoint/resume: 4 steps straight equal 2 steps + restart + 2 steps; events and checkpoints are written."""
 import dataclasses
 import glob
+import json
 import os
 
 import jax
@@ -62,7 +63,13 @@ def test_resume_refuses_other_text_features(tmp_path):
   with pytest.raises(ValueError, match="trained with text_encoder.features='contextual', but this config has "
                                        "'random_words'"):
     trainer.run(str(tmp_path))
-  # A checkpoint whose config predates the option counts as contextual; other keys are compared as saved.
-  train.check_same_text_encoder({"config": '{"text_encoder": {"pooling": "mean"}}'}, tiny_setup.tiny_config(), "x")
+  # A saved config that predates the option counts as the default (contextual); other keys are compared as saved.
+  saved = json.loads(tiny_setup.tiny_config().to_json_best_effort())
+  del saved["text_encoder"]["features"]
+  train.check_same_text_encoder({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
+  with pytest.raises(ValueError, match="text_encoder.features='contextual'"):
+    train.check_same_text_encoder({"config": json.dumps(saved)},
+                                  tiny_setup.tiny_config(**{"text_encoder.features": "embeddings"}), "x")
+  saved["text_encoder"]["pooling"] = "cls"
   with pytest.raises(ValueError, match="text_encoder.pooling='cls'"):
-    train.check_same_text_encoder({"config": '{"text_encoder": {"pooling": "cls"}}'}, tiny_setup.tiny_config(), "x")
+    train.check_same_text_encoder({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")

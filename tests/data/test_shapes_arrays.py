@@ -45,7 +45,7 @@ def test_shrunk_encoder_gives_the_full_features_on_remapped_ids(tmp_path):
   ids = np.array([[2, 7, 9, 3, 0, 0], [2, 41, 9, 9, 7, 3]], np.int32)
   kept = export.shrink_vocabulary(vocab, np.unique(ids))
   assert kept.tolist() == [0, 2, 3, 7, 9, 41]  # [PAD] (the only special token this vocabulary has), then used ids
-  export.write_shrunk_encoder(full, str(tmp_path / "small"), kept)
+  export.write_shrunk_encoder(full, str(tmp_path / "small"), vocab, kept)
   with open(tmp_path / "small" / "config.json") as f:
     assert json.load(f)["vocab_size"] == 6
   assert (tmp_path / "small" / "vocab.txt").read_text().split() == [vocab[i] for i in kept]

