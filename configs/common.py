@@ -26,6 +26,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.z_dim = 128
   config.model.gf_dim = 32              # generator base width (paper: 96)
   config.model.df_dim = 32              # discriminator base width (paper: 96)
+  config.model.g_channel_multipliers = ()  # G block widths in units of gf_dim; () = the original's table
   config.model.cond_size = 16           # resolution of the word-region attention / D region features
   config.model.gamma_for_g = 15.0       # attention sharpness in G
   config.model.use_word_attention = True  # False: G modulated by the global condition only (ablation)

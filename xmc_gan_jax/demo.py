@@ -36,7 +36,8 @@ def _log(message: str) -> None:
 
 
 def _apply_override(config, assignment: str) -> None:
-  """`a.b=value` with the value cast to the existing field's type (bools accept true/false/1/0)."""
+  """`a.b=value` with the value cast to the existing field's type (bools accept true/false/1/0; tuples take
+  comma-separated integers, e.g. model.g_channel_multipliers=8,4,2; an empty value gives ())."""
   key, sep, raw = assignment.partition("=")
   *parents, leaf = key.strip().split(".")
   node = config
@@ -47,6 +48,11 @@ def _apply_override(config, assignment: str) -> None:
   current = node[leaf]
   if isinstance(current, bool):
     value = raw.strip().lower() in ("1", "true", "yes")
+  elif isinstance(current, tuple):
+    try:
+      value = tuple(int(item) for item in raw.split(",") if item.strip())
+    except ValueError as e:
+      raise ValueError(f"--set {assignment!r}: expected comma-separated integers.") from e
   else:
     value = type(current)(raw.strip())
   node[leaf] = value

@@ -56,7 +56,8 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
       image_size=m.image_size, z_dim=m.z_dim, gf_dim=m.gf_dim, cond_size=m.cond_size,
       gamma_for_g=m.gamma_for_g, use_word_attention=m.use_word_attention,
       stem_sees_sentence=m.stem_sees_sentence, initial_output_level=m.initial_output_level,
-      batch_norm_group_size=m.batch_norm_group_size, dtype=dtype)
+      batch_norm_group_size=m.batch_norm_group_size,
+      channel_multipliers=tuple(int(c) for c in m.g_channel_multipliers), dtype=dtype)
   discriminator = Discriminator(
       image_size=m.image_size, df_dim=m.df_dim, text_dim=text_dim, cond_size=m.cond_size,
       coordinate_channels=m.d_coordinate_channels, dtype=dtype)

@@ -46,11 +46,19 @@ def training_done(workdir: str) -> bool:
 
 # Text-encoder settings a run must keep when it resumes: G and D were trained on the features they define, and a
 # change does not alter any parameter shape, so the restore alone would not notice it.
-RESUME_TEXT_KEYS = ("path", "pooling", "features", "max_length")
+# Settings a checkpoint must share with the config that resumes it, and what goes wrong otherwise.
+RESUME_KEYS = {
+    "text_encoder": (("path", "pooling", "features", "max_length"),
+                     "the generator would be fed text features it was not trained on"),
+    "model": (("image_size", "z_dim", "gf_dim", "df_dim", "cond_size", "g_channel_multipliers",
+               "use_word_attention", "stem_sees_sentence", "d_coordinate_channels"),
+              "the checkpoint's networks have another architecture"),
+}
 
 
-def check_same_text_encoder(meta: dict, config: ml_collections.ConfigDict, what: str) -> None:
-  """Raises ValueError when the checkpoint's saved config (meta["config"], JSON) used other text features.
+def check_same_setup(meta: dict, config: ml_collections.ConfigDict, what: str) -> None:
+  """Raises ValueError when the checkpoint's saved config (meta["config"], JSON) differs from `config` in a
+  `RESUME_KEYS` setting (other text features, or networks of another shape).
 
   A key the saved config lacks (it predates the option) counts as configs/common.py's default, which is what the
   code did before the option existed."""
@@ -58,16 +66,20 @@ def check_same_text_encoder(meta: dict, config: ml_collections.ConfigDict, what:
   saved_json = (meta or {}).get("config")
   if not saved_json:
     return
-  saved = (json.loads(saved_json) if isinstance(saved_json, str) else dict(saved_json)).get("text_encoder", {})
-  defaults = common.get_base_config().text_encoder
-  for key in RESUME_TEXT_KEYS:
-    before = saved.get(key, defaults[key])
-    now = config.text_encoder[key]
-    if before != now:
-      raise ValueError(
-          f"{what} was trained with text_encoder.{key}={before!r}, but this config has {now!r}: the generator "
-          f"would be fed text features it was not trained on. Train in a new workdir, or set "
-          f"text_encoder.{key}={before!r} (--config.text_encoder.{key}=..., or make demo's --set) to continue.")
+  saved_config = json.loads(saved_json) if isinstance(saved_json, str) else dict(saved_json)
+  defaults = common.get_base_config()
+  for section, (keys, consequence) in RESUME_KEYS.items():
+    saved = saved_config.get(section, {})
+    for key in keys:
+      before = saved.get(key, defaults[section][key])
+      now = config[section][key]
+      if isinstance(now, tuple):
+        before = tuple(before)
+      if before != now:
+        raise ValueError(
+            f"{what} was trained with {section}.{key}={before!r}, but this config has {now!r}: {consequence}. "
+            f"Train in a new workdir, or set {section}.{key}={before!r} (--config.{section}.{key}=..., or make "
+            "demo's --set) to continue.")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,8 +132,10 @@ class Trainer:
     if latest is None:
       return self.init_state()
     logging.info("Resuming from checkpoint at step %d in %s", latest, checkpointer.directory)
-    state, meta = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
-    check_same_text_encoder(meta, self.config, f"The checkpoint of step {latest} in {checkpointer.directory}")
+    # Compare settings before touching the arrays: a shape mismatch would otherwise surface as orbax's error.
+    check_same_setup(checkpointer.restore_meta(latest), self.config,
+                     f"The checkpoint of step {latest} in {checkpointer.directory}")
+    state, _ = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
     return state
 
   def checkpoint_step(self, workdir: str) -> int:

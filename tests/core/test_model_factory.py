@@ -19,6 +19,7 @@ def test_model_options_come_from_config(stem_sees_sentence, level):
   assert g.use_word_attention == (not stem_sees_sentence)
   assert (g.image_size, g.gf_dim, g.cond_size) == (config.model.image_size, config.model.gf_dim,
                                                    config.model.cond_size)
+  assert g.channel_multipliers == ()
   d = modules.discriminator
   assert d.coordinate_channels == stem_sees_sentence
   assert (d.image_size, d.df_dim, d.cond_size, d.text_dim) == (config.model.image_size, config.model.df_dim,
@@ -35,3 +36,9 @@ def test_text_features_come_from_config():
   np.testing.assert_array_equal(np.asarray(table), expected)
   with pytest.raises(ValueError, match="text_encoder.features='glove' is not one of"):
     train.Trainer(tiny_setup.tiny_config(**{"text_encoder.features": "glove"}))
+
+
+def test_generator_channel_multipliers_come_from_config():
+  config = tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)})
+  text = tiny_setup.tiny_text_encoder()
+  assert model_factory.build_modules(config, text.module, text.hidden_size).generator.channel_multipliers == (3, 1, 2)

@@ -66,10 +66,25 @@ def test_resume_refuses_other_text_features(tmp_path):
   # A saved config that predates the option counts as the default (contextual); other keys are compared as saved.
   saved = json.loads(tiny_setup.tiny_config().to_json_best_effort())
   del saved["text_encoder"]["features"]
-  train.check_same_text_encoder({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
+  train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
   with pytest.raises(ValueError, match="text_encoder.features='contextual'"):
-    train.check_same_text_encoder({"config": json.dumps(saved)},
+    train.check_same_setup({"config": json.dumps(saved)},
                                   tiny_setup.tiny_config(**{"text_encoder.features": "embeddings"}), "x")
   saved["text_encoder"]["pooling"] = "cls"
   with pytest.raises(ValueError, match="text_encoder.pooling='cls'"):
-    train.check_same_text_encoder({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
+    train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
+
+
+def test_resume_refuses_other_network_shapes(tmp_path):
+  _train(tmp_path, 2)
+  config = tiny_setup.tiny_config(**{"total_steps": 4, "model.g_channel_multipliers": (3, 1, 2)})
+  trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
+  with pytest.raises(ValueError, match=r"trained with model.g_channel_multipliers=\(\), but this config has "
+                                       r"\(3, 1, 2\): the checkpoint's networks have another architecture"):
+    trainer.run(str(tmp_path))
+  saved = json.loads(tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)}).to_json_best_effort())
+  assert saved["model"]["g_channel_multipliers"] == [3, 1, 2]  # JSON keeps tuples as lists
+  train.check_same_setup({"config": json.dumps(saved)},
+                         tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)}), "x")
+  with pytest.raises(ValueError, match="model.gf_dim=4, but this config has 8"):
+    train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(**{"model.gf_dim": 8}), "x")

@@ -240,3 +240,27 @@ def test_bad_configs_and_inputs_raise():
   for g, a, message in cases:
     with pytest.raises(ValueError, match=message):
       jax.eval_shape(lambda: g.init(jax.random.key(0), *a, train=False))
+
+
+def _block_widths(params, blocks):
+  return [params[f"block{i}"]["conv1"]["kernel"].shape[-1] for i in range(blocks)]
+
+
+def test_channel_multipliers_set_the_stem_and_block_widths():
+  args = _inputs()
+  default = jax.eval_shape(lambda: Generator(32, z_dim=Z, gf_dim=2).init(jax.random.key(0), *args, train=False))
+  assert _block_widths(default["params"], 3) == [2 * m for m in gen_lib.CHANNEL_MULTIPLIERS[32]]
+  g = Generator(32, z_dim=Z, gf_dim=2, channel_multipliers=(4, 2, 3))
+  params = _variables(g, *args)["params"]
+  assert _block_widths(params, 3) == [8, 4, 6]
+  assert params["stem"]["kernel"].shape == (Z, 8 * 4 * 4)
+  assert params["head_conv"]["kernel"].shape == (3, 3, 6, 3)
+  images = _train_apply(g)({"params": params, "batch_stats": _variables(g, *args)["batch_stats"]}, *args)
+  assert images.shape == (2, 32, 32, 3) and bool(jnp.all(jnp.isfinite(images)))
+
+
+@pytest.mark.parametrize("mults", [(4, 2), (4, 2, 1, 1), (4, 0, 1), (4, 2.5, 1)])
+def test_bad_channel_multipliers_raise(mults):
+  g = Generator(32, z_dim=Z, gf_dim=2, channel_multipliers=mults)
+  with pytest.raises(ValueError, match="channel_multipliers must be 3 positive integers at 32 px"):
+    jax.eval_shape(lambda: g.init(jax.random.key(0), *_inputs(), train=False))

@@ -20,12 +20,14 @@ Channel multipliers of gf per block (output widths), 4x4 -> image_size:
   128 px: 16, 8 | 4, 2, 1        256 px: 16, 8 | 8, 4, 2, 1   (original)
   64 px:  16, 8 | 2, 1           (our choice: the original has no 64 px config; we keep the two global blocks and
                                   the last two spatial widths of the 128 px model)
-  32 px:  16, 8 | 1              (our choice, for the CPU default job: one attention-modulated block)
+  32 px:  16, 8 | 1              (our choice: one attention-modulated block)
+`channel_multipliers` replaces the table's entry (configs/shapes.py uses 8, 4 | 2 at 32 px: fewer FLOPs in the
+low-resolution blocks, more channels in the last one).
 With cond_size = 16, the first two blocks are GenBlocks and the rest GenSpatialBlocks. No spectral norm in G.
 Variables: `params`, `batch_stats` (pass `mutable=['batch_stats']` when train=True).
 """
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -116,6 +118,8 @@ class Generator(nn.Module):
     stem_sees_sentence: True = the 4x4 stem is a Dense of gc (paper's text), False = of z only (original code).
     initial_output_level: pixel value in (0, 1) that an untrained G's output centres on (0.5 = the original).
     batch_norm_group_size: examples per BatchNorm statistics group (0 = whole batch; original: 8 per device).
+    channel_multipliers: output width of each block in units of gf_dim, 4x4 -> image_size (log2(image_size / 4)
+      entries; the first is also the stem's width); () = CHANNEL_MULTIPLIERS[image_size].
     dtype: compute dtype (jnp dtype or name); params and BN statistics stay float32; output is float32.
   """
   image_size: int
@@ -127,11 +131,17 @@ class Generator(nn.Module):
   stem_sees_sentence: bool = False
   initial_output_level: float = 0.5
   batch_norm_group_size: int = 0
+  channel_multipliers: Tuple[int, ...] = ()
   dtype: Any = jnp.float32
 
   def _check_config(self):
     if self.image_size not in CHANNEL_MULTIPLIERS:
       raise ValueError(f"Generator image_size must be one of {sorted(CHANNEL_MULTIPLIERS)}, got {self.image_size}.")
+    blocks = len(CHANNEL_MULTIPLIERS[self.image_size])
+    custom = tuple(self.channel_multipliers)
+    if custom and (len(custom) != blocks or any(int(m) != m or m < 1 for m in custom)):
+      raise ValueError(f"Generator channel_multipliers must be {blocks} positive integers at {self.image_size} px "
+                       f"(one per block, 4x4 -> {self.image_size}), got {custom}.")
     if self.image_size < 2 * self.cond_size:
       raise ValueError(f"Generator needs image_size >= 2 * cond_size (at least one attention-modulated block); "
                        f"got image_size={self.image_size}, cond_size={self.cond_size}.")
@@ -166,7 +176,7 @@ class Generator(nn.Module):
 
     z = z.astype(dtype)
     gc = jnp.concatenate([dense(self.z_dim, "sentence_proj")(sentence.astype(dtype)), z], axis=-1)
-    mults = CHANNEL_MULTIPLIERS[self.image_size]
+    mults = tuple(self.channel_multipliers) or CHANNEL_MULTIPLIERS[self.image_size]
     stem_width = self.gf_dim * mults[0]
     x = dense(stem_width * 4 * 4, "stem")(gc if self.stem_sees_sentence else z).reshape(batch, 4, 4, stem_width)
 
