@@ -40,7 +40,7 @@ def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained:
     if step == 0:
       state = trainer.init_state()
     else:
-      state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+      state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
     rows.append(dict(demo.alignment(trainer, state, config, num_images)[0], step=step, images=num_images))
     del state
   return rows

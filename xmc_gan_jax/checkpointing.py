@@ -35,13 +35,13 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
-    """Restores `step` into arrays with `shardings` (a tree matching `abstract_state`)."""
+  def restore(self, step: int, abstract_state: Any, shardings: Any) -> Any:
+    """Restores the state of `step` into arrays with `shardings` (a tree matching `abstract_state`); its JSON
+    metadata comes from `restore_meta`."""
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                                                   meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return restored["state"]
 
   def restore_meta(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

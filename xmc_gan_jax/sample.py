@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> str:
 
   checkpointer, step, config = open_run(args.workdir, args.step)
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
-  state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+  state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
   checkpointer.close()
 
   tokenizer = tokenizer_lib.BertTextTokenizer(trainer.text.vocab_path, int(config.text_encoder.max_length))

@@ -44,9 +44,9 @@ def training_done(workdir: str) -> bool:
   return (epath.Path(workdir) / TRAIN_DONE_FILE).exists()
 
 
-# Text-encoder settings a run must keep when it resumes: G and D were trained on the features they define, and a
-# change does not alter any parameter shape, so the restore alone would not notice it.
-# Settings a checkpoint must share with the config that resumes it, and what goes wrong otherwise.
+# Settings a checkpoint must share with the config that resumes it, and what goes wrong otherwise. A text-encoder
+# change alters no parameter shape, so the restore alone would not notice it; a model change would surface only as
+# orbax's shape error.
 RESUME_KEYS = {
     "text_encoder": (("path", "pooling", "features", "max_length"),
                      "the generator would be fed text features it was not trained on"),
@@ -135,7 +135,7 @@ class Trainer:
     # Compare settings before touching the arrays: a shape mismatch would otherwise surface as orbax's error.
     check_same_setup(checkpointer.restore_meta(latest), self.config,
                      f"The checkpoint of step {latest} in {checkpointer.directory}")
-    state, _ = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
+    state = checkpointer.restore(latest, self.abstract_state, self.state_shardings)
     return state
 
   def checkpoint_step(self, workdir: str) -> int:

@@ -69,7 +69,7 @@ def test_resume_refuses_other_text_features(tmp_path):
   train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
   with pytest.raises(ValueError, match="text_encoder.features='contextual'"):
     train.check_same_setup({"config": json.dumps(saved)},
-                                  tiny_setup.tiny_config(**{"text_encoder.features": "embeddings"}), "x")
+                           tiny_setup.tiny_config(**{"text_encoder.features": "embeddings"}), "x")
   saved["text_encoder"]["pooling"] = "cls"
   with pytest.raises(ValueError, match="text_encoder.pooling='cls'"):
     train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")

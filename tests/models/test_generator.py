@@ -251,11 +251,12 @@ def test_channel_multipliers_set_the_stem_and_block_widths():
   default = jax.eval_shape(lambda: Generator(32, z_dim=Z, gf_dim=2).init(jax.random.key(0), *args, train=False))
   assert _block_widths(default["params"], 3) == [2 * m for m in gen_lib.CHANNEL_MULTIPLIERS[32]]
   g = Generator(32, z_dim=Z, gf_dim=2, channel_multipliers=(4, 2, 3))
-  params = _variables(g, *args)["params"]
+  variables = _variables(g, *args)
+  params = variables["params"]
   assert _block_widths(params, 3) == [8, 4, 6]
   assert params["stem"]["kernel"].shape == (Z, 8 * 4 * 4)
   assert params["head_conv"]["kernel"].shape == (3, 3, 6, 3)
-  images = _train_apply(g)({"params": params, "batch_stats": _variables(g, *args)["batch_stats"]}, *args)
+  images = _train_apply(g)(variables, *args)
   assert images.shape == (2, 32, 32, 3) and bool(jnp.all(jnp.isfinite(images)))
 
 

@@ -352,7 +352,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available steps: {steps}.")
   trainer = trainer or (evaluator.trainer if evaluator else train.Trainer(config))
   evaluator = evaluator or Evaluator(config, trainer, num_images=num_images or _standalone_images(config))
-  state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+  state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
   checkpointer.close()
   scores = evaluator.score_repeats(state, int(repeats or config.eval.repeats))
   scores["step"] = float(step)
@@ -426,7 +426,7 @@ def follow_checkpoints(config: ml_collections.ConfigDict, workdir: str, *, poll_
       pending = [s for s in (checkpointer.all_steps() if checkpointer else []) if s not in done]
       for step in pending:
         try:
-          state, _ = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+          state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
         except (FileNotFoundError, ValueError) as e:
           logging.warning("Checkpoint %d could not be restored (deleted by keep_checkpoints?): %s", step, e)
           continue
