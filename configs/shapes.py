@@ -57,8 +57,8 @@ def get_config(arg=None):
   # learned ~10x slower. One-object colour+position, 512 held-out captions: at step 4,000 0.70 with random words
   # (H200, tools/sweep_shapes.py) vs 0.09 with MiniLM (2-core CPU); random words reach 0.99 by step 8,000, MiniLM
   # peaked at 0.29 (step 14,000). In 20 minutes here (make demo, previous batch 16 schedule): 0.41 random
-  # words, 0.29 MiniLM's input embeddings (features=embeddings), 0.08 MiniLM's last layer. MiniLM stays the encoder of every other config;
-  # `--set text_encoder.features=contextual` brings it back here.
+  # words, 0.29 MiniLM's input embeddings (features=embeddings), 0.08 MiniLM's last layer. MiniLM stays the
+  # encoder of every other config; `--set text_encoder.features=contextual` brings it back here.
   config.text_encoder.features = "random_words"
 
   # Short CPU runs: Adam 3e-4 for both (the prototypes' best was 2e-4) and a shorter EMA horizon (~200 steps).
