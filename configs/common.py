@@ -55,6 +55,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.image_weight = 1.0        # image-image on D features
   config.loss.pretrained_image_weight = 1.0  # image-image on VGG-19 features (only when vgg_weights is set)
   config.loss.vgg_weights = ""          # Keras-format VGG-19 .h5 file supplied by the user
+  # Not in the original: K copies of each caption with one attribute word swapped (loss.swap_words, see
+  # xmc_gan_jax/word_swaps.py) as extra negatives of its image in the sentence-image loss; 0 = off.
+  config.loss.swap_negatives = 0
+  config.loss.swap_words = ""
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_lr = 1e-4

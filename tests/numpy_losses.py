@@ -73,6 +73,29 @@ def contrastive(a, b, temperature=0.1, group_size=0):
   return _symmetric_ce_stats(matrices)
 
 
+def contrastive_with_hard(a, b, hard_b, hard_valid, temperature=0.1, group_size=0):
+  """Symmetric InfoNCE where row i of a also scores the valid rows of hard_b[i] (rows only).
+
+  Returns (loss, accuracy, fraction of valid hard negatives scored below the positive)."""
+  a, b, hard_b = (np.asarray(x, np.float64) for x in (a, b, hard_b))
+  row_ce, col_ce, row_hit, col_hit, below = [], [], [], [], []
+  for idx in _groups(a.shape[0], group_size):
+    for i in idx:
+      row = [float(np.dot(_unit(a[i]), _unit(b[j]))) / temperature for j in idx]
+      col = [float(np.dot(_unit(a[j]), _unit(b[i]))) / temperature for j in idx]
+      positive = row[idx.index(i)]
+      hard = [float(np.dot(_unit(a[i]), _unit(h))) / temperature
+              for h, ok in zip(hard_b[i], hard_valid[i]) if ok]
+      row_ce.append(_log_sum_exp(row + hard) - positive)
+      col_ce.append(_log_sum_exp(col) - col[idx.index(i)])
+      row_hit.append(float(positive > max(row[:idx.index(i)] + row[idx.index(i) + 1:] + hard, default=-math.inf)))
+      col_hit.append(float(int(np.argmax(col)) == idx.index(i)))
+      below.extend(float(h < positive) for h in hard)
+  loss = sum(row_ce) / len(row_ce) + sum(col_ce) / len(col_ce)
+  accuracy = 0.5 * (sum(row_hit) / len(row_hit) + sum(col_hit) / len(col_hit))
+  return loss, accuracy, sum(below) / max(len(below), 1)
+
+
 def match_score(words, length_mask, regions, gamma1, gamma2):
   """DAMSM score S between one caption ([T, E] words, [T] mask) and one image ([R, E] regions)."""
   regions = [_unit(r) for r in np.asarray(regions, np.float64)]

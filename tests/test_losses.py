@@ -87,6 +87,40 @@ def test_contrastive_matches_numpy(group_size):
   assert loss.dtype == jnp.float32 and loss.shape == ()
 
 
+@pytest.mark.parametrize("group_size", [0, 4])
+def test_contrastive_hard_negatives_match_numpy(group_size):
+  a, b = _paired_features(seed=5)
+  rng = np.random.default_rng(1)
+  hard = (b[:, None, :] + 0.7 * rng.normal(size=(8, 3, 16))).astype(np.float32)
+  valid = rng.random((8, 3)) < 0.6
+  valid[2] = False                                  # a row without hard negatives
+  loss, metrics = losses.contrastive_loss(a, b, 0.1, group_size, hard_b=hard, hard_valid=valid)
+  want_loss, want_acc, want_hard = ref.contrastive_with_hard(a, b, hard, valid, 0.1, group_size)
+  _close(loss, want_loss)
+  _close(metrics["accuracy"], want_acc)
+  _close(metrics["hard_accuracy"], want_hard)
+  assert 0.0 < want_hard < 1.0
+
+
+def test_contrastive_invalid_hard_negatives_change_nothing():
+  a, b = _paired_features(seed=6)
+  hard = np.full((8, 2, 16), np.nan, np.float32)     # NaN rows must not leak through the mask
+  plain, plain_metrics = losses.contrastive_loss(a, b)
+  masked, metrics = losses.contrastive_loss(a, b, hard_b=hard, hard_valid=np.zeros((8, 2), bool))
+  _close(masked, float(plain))
+  _close(metrics["entropy"], float(plain_metrics["entropy"]))
+  grad = jax.grad(lambda x: losses.contrastive_loss(x, b, hard_b=hard, hard_valid=np.zeros((8, 2), bool))[0])(a)
+  _close(grad, np.asarray(jax.grad(lambda x: losses.contrastive_loss(x, b)[0])(a)))
+
+
+def test_contrastive_hard_negative_shape_errors():
+  a, b = _paired_features()
+  with pytest.raises(ValueError, match="hard_b must be"):
+    losses.contrastive_loss(a, b, hard_b=np.zeros((8, 16), np.float32), hard_valid=np.ones((8,), bool))
+  with pytest.raises(ValueError, match="hard_valid"):
+    losses.contrastive_loss(a, b, hard_b=np.zeros((8, 1, 16), np.float32))
+
+
 def test_contrastive_group_differs_from_whole_batch():
   a, b = _paired_features(seed=3)
   whole, _ = losses.contrastive_loss(a, b, group_size=0)

@@ -53,11 +53,13 @@ def _diagnostics(trainer, host_batch, n: int, with_push: bool):
     if not with_push:
       return result
 
+    swapped, swap_valid = steps.swap_negative_sentences(modules, trainer.text_params, ids, mask, jax.random.key(2))
+
     def terms(images):
       out, _ = steps.discriminate(modules, state.d_params, state.d_sn_stats, jnp.concatenate([real, images]),
-                                  jnp.concatenate([sentence, sentence]), train=False)
+                                  jnp.concatenate([sentence, sentence]), train=False, extra_sentences=swapped)
       real_out, fake_out = steps.split_halves(out, n)
-      _, fake_metrics = steps.contrastive_terms(modules, "fake", fake_out, words, mask)
+      _, fake_metrics = steps.contrastive_terms(modules, "fake", fake_out, words, mask, swap_valid)
       _, image_metrics = steps.image_terms(modules, real_out, fake_out, real, images)
       values = {"adv": losses.hinge_g_loss(fake_out["logits"])}
       values.update({k[:-len("_loss")].removeprefix("fake_"): v

@@ -16,6 +16,7 @@ from xmc_gan_jax import model_factory
 from xmc_gan_jax import sharding
 from xmc_gan_jax import steps
 from xmc_gan_jax import train_state
+from xmc_gan_jax import word_swaps
 from xmc_gan_jax.models import bert_weights
 from xmc_gan_jax.models.text_encoder import BertEncoder, architecture_for_features
 
@@ -53,7 +54,9 @@ def describe(config: ml_collections.ConfigDict) -> str:
   bert_config, source = text_encoder_architecture(config.text_encoder.path)
   bert_config = architecture_for_features(bert_config, config.text_encoder.features)
   text_module = BertEncoder(bert_config)
-  modules = model_factory.build_modules(config, text_module, bert_config.hidden_size)
+  # Only the swap table's shape matters here, and it depends on the spec alone (the weights may be absent).
+  vocab = word_swaps.spec_words(config.loss.swap_words) if config.loss.swap_negatives else None
+  modules = model_factory.build_modules(config, text_module, bert_config.hidden_size, vocab=vocab)
   state = train_state.abstract_state(modules, config)
   length = config.text_encoder.max_length
   text_params = jax.eval_shape(lambda: text_module.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32),

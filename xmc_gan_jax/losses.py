@@ -82,26 +82,28 @@ def _num_groups(n: int, group_size: int, name: str) -> int:
   return n // group_size
 
 
-def _symmetric_ce(logits: jax.Array) -> Tuple[jax.Array, Metrics]:
+def _symmetric_ce(logits: jax.Array, extra_row_logits: jax.Array | None = None) -> Tuple[jax.Array, Metrics]:
   """Symmetric cross-entropy with diagonal targets over a stack of square logit matrices.
 
   Args:
     logits: [G, g, g] float; logits[k, i, j] scores item i against item j inside group k.
+    extra_row_logits: optional [G, g, K] more negatives of each row only (-inf = absent).
   Returns:
     (loss, metrics): loss = mean over all G*g rows of CE(rows) + mean of CE(columns); metrics `accuracy` and
     `entropy` as described in the module docstring.
   """
   g = logits.shape[-1]
-  row_logp = jax.nn.log_softmax(logits, axis=-1)
+  rows = logits if extra_row_logits is None else jnp.concatenate([logits, extra_row_logits], axis=-1)
+  row_logp = jax.nn.log_softmax(rows, axis=-1)
   col_logp = jax.nn.log_softmax(logits, axis=-2)
-  row_ce = -jnp.mean(jnp.diagonal(row_logp, axis1=-2, axis2=-1))
+  row_ce = -jnp.mean(jnp.diagonal(row_logp[..., :g], axis1=-2, axis2=-1))
   col_ce = -jnp.mean(jnp.diagonal(col_logp, axis1=-2, axis2=-1))
   loss = row_ce + col_ce
 
   target = jnp.arange(g)
-  row_acc = jnp.mean((jnp.argmax(logits, axis=-1) == target).astype(jnp.float32))
+  row_acc = jnp.mean((jnp.argmax(rows, axis=-1) == target).astype(jnp.float32))
   col_acc = jnp.mean((jnp.argmax(logits, axis=-2) == target).astype(jnp.float32))
-  row_entropy = -jnp.sum(jnp.exp(row_logp) * row_logp, axis=-1)
+  row_entropy = -jnp.sum(jnp.where(jnp.isneginf(rows), 0.0, jnp.exp(row_logp) * row_logp), axis=-1)
   metrics = {
       "accuracy": 0.5 * (row_acc + col_acc),
       "entropy": jnp.mean(row_entropy),
@@ -109,20 +111,24 @@ def _symmetric_ce(logits: jax.Array) -> Tuple[jax.Array, Metrics]:
   return loss, metrics
 
 
-def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1,
-                     group_size: int = 0) -> Tuple[jax.Array, Metrics]:
+def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1, group_size: int = 0,
+                     hard_b: jax.Array | None = None, hard_valid: jax.Array | None = None) -> Tuple[jax.Array, Metrics]:
   """Symmetric InfoNCE between paired rows of a and b, as in the original (both directions summed).
 
   Both sides are L2-normalised; logits = a . b^T / temperature inside each group; row i of a is the positive of
-  row i of b. loss = CE over rows + CE over columns, each averaged over all rows of all groups.
+  row i of b. loss = CE over rows + CE over columns, each averaged over all rows of all groups. With `hard_b`, row
+  i of a (a -> b direction only) also has the K negatives hard_b[i] (e.g. its caption with one word swapped).
 
   Args:
     a: [N, D] features (e.g. image features).
     b: [N, D] features (e.g. sentence features).
     temperature: softmax temperature tau > 0 (the original uses 0.1).
     group_size: negatives come from consecutive groups of this many examples; 0 = the whole batch.
+    hard_b: optional [N, K, D] extra negatives of each row of a (not in the original).
+    hard_valid: bool [N, K], which of hard_b to use (required with hard_b).
   Returns:
-    (loss scalar, {"accuracy", "entropy"}).
+    (loss scalar, {"accuracy", "entropy"}, with hard_b also "hard_accuracy": the fraction of valid hard negatives
+    scored below the positive).
   Raises:
     ValueError: on mismatched shapes, N % group_size != 0, or a non-positive temperature.
   """
@@ -138,7 +144,25 @@ def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1,
   a = l2_normalize(a.astype(dtype)).reshape(groups, n // groups, d)
   b = l2_normalize(b.astype(dtype)).reshape(groups, n // groups, d)
   logits = jnp.einsum("kid,kjd->kij", a, b) / temperature
-  return _symmetric_ce(logits)
+  if hard_b is None:
+    return _symmetric_ce(logits)
+  hard_b = jnp.asarray(hard_b)
+  if hard_b.ndim != 3 or hard_b.shape[0] != n or hard_b.shape[2] != d or hard_valid is None or \
+      jnp.shape(hard_valid) != hard_b.shape[:2]:
+    raise ValueError(f"contrastive_loss: hard_b must be [N={n}, K, D={d}] with hard_valid [N, K], got "
+                     f"{hard_b.shape} and {None if hard_valid is None else jnp.shape(hard_valid)}.")
+  k = hard_b.shape[1]
+  valid = jnp.asarray(hard_valid, bool)
+  # Zeroed before use: whatever an unused row holds (even NaN) reaches neither the loss nor the gradient.
+  hard_b = jnp.where(valid[..., None], hard_b.astype(dtype), 0.0)
+  hard_b = l2_normalize(hard_b).reshape(groups, n // groups, k, d)
+  hard_logits = jnp.einsum("kid,kimd->kim", a, hard_b) / temperature
+  valid = valid.reshape(groups, n // groups, k)
+  loss, metrics = _symmetric_ce(logits, jnp.where(valid, hard_logits, -jnp.inf))
+  positive = jnp.diagonal(logits, axis1=-2, axis2=-1)[..., None]
+  below = jnp.sum(jnp.where(valid, (hard_logits < positive).astype(jnp.float32), 0.0))
+  metrics["hard_accuracy"] = below / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+  return loss, metrics
 
 
 def _word_region_scores(words: jax.Array, word_mask: jax.Array, regions: jax.Array, gamma1: float,

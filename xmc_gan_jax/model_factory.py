@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from xmc_gan_jax import word_swaps
 from xmc_gan_jax.models.discriminator import Discriminator
 from xmc_gan_jax.models.generator import Generator
 
@@ -21,6 +22,7 @@ class GANModules:
   `text_module`/`pooling` describe the frozen text encoder whose params travel separately.
   `pretrained_features`, when set, maps images [N,H,W,3] in [0,1] to features [N,F] for the pretrained
   image-image contrastive term (e.g. VGG-19); None disables that term.
+  `swap_table` (word_swaps.SwapTable) makes the swapped-caption negatives when `loss.swap_negatives` > 0.
   """
   generator: nn.Module
   discriminator: nn.Module
@@ -33,6 +35,7 @@ class GANModules:
   z_dim: int
   ema_decay: float
   pretrained_features: Callable[[Any], Any] | None = None
+  swap_table: word_swaps.SwapTable | None = None
 
   def __hash__(self):
     return id(self)
@@ -48,8 +51,16 @@ def compute_dtype(config: ml_collections.ConfigDict):
 
 
 def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, text_dim: int,
-                  pretrained_features=None) -> GANModules:
-  """Creates the Linen modules and Adam optimizers (β = (beta1, beta2), constant learning rates)."""
+                  pretrained_features=None, vocab: list[str] | None = None) -> GANModules:
+  """Creates the Linen modules and Adam optimizers (β = (beta1, beta2), constant learning rates).
+
+  `vocab` (the text encoder's word pieces in id order) is needed when `loss.swap_negatives` > 0.
+  """
+  swap_table = None
+  if config.loss.swap_negatives:
+    if vocab is None:
+      raise ValueError("loss.swap_negatives > 0 needs the text encoder's vocabulary to find loss.swap_words.")
+    swap_table = word_swaps.build_table(config.loss.swap_words, vocab)
   dtype = compute_dtype(config)
   m = config.model
   generator = Generator(
@@ -68,4 +79,4 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
       generator=generator, discriminator=discriminator, text_module=text_module, text_dim=text_dim,
       pooling=config.text_encoder.pooling, g_tx=g_tx, d_tx=d_tx,
       loss=ml_collections.FrozenConfigDict(config.loss), z_dim=m.z_dim, ema_decay=o.ema_decay,
-      pretrained_features=pretrained_features)
+      pretrained_features=pretrained_features, swap_table=swap_table)

@@ -18,6 +18,7 @@ from xmc_gan_jax import model_factory
 from xmc_gan_jax import sharding
 from xmc_gan_jax import steps
 from xmc_gan_jax import train_state
+from xmc_gan_jax import word_swaps
 from xmc_gan_jax.data import sources
 from xmc_gan_jax.models import text_encoder as text_encoder_lib
 
@@ -95,7 +96,8 @@ class Trainer:
     config_validation.validate(config, sharding.batch_devices(self.mesh), jax.process_count())
     self.text = text_encoder or text_encoder_lib.load_text_encoder(
         config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
-    self.modules = model_factory.build_modules(config, self.text.module, self.text.hidden_size)
+    vocab = word_swaps.read_vocab_file(self.text.vocab_path) if config.loss.swap_negatives else None
+    self.modules = model_factory.build_modules(config, self.text.module, self.text.hidden_size, vocab=vocab)
     self.k = int(config.optim.d_steps_per_g_step)
     replicated = sharding.replicated(self.mesh)
     self.text_params = jax.device_put(self.text.params, replicated)

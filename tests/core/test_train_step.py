@@ -1,4 +1,6 @@
-"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, config errors."""
+"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, swapped-caption negatives, config errors."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -89,12 +91,55 @@ def test_non_finite_step_leaves_state_unchanged():
     np.testing.assert_array_equal(a, b)
 
 
+SWAP_WORDS = "w10/w11|w12|w13, w20|w21"       # word pieces 10-13 and 20-21 of the vocabulary below
+
+
+def _swap_encoder(tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("".join(f"w{i}\n" for i in range(tiny_setup.TINY_BERT.vocab_size)))
+  return dataclasses.replace(tiny_setup.tiny_text_encoder(), vocab_path=str(vocab))
+
+
+def _swap_batch(config):
+  """Random captions, half of them with a swappable word at position 1."""
+  batch = _batch(config)
+  batch["token_ids"][::2, 1] = np.array([10, 12, 21, 13] * 4)[:config.batch_size // 2]
+  return batch
+
+
+def test_swap_negatives_enter_the_sentence_loss_only(tmp_path):
+  """Step 1's metrics come from the initial params: swapped captions add negatives to the sentence-image loss
+  (it grows, on both sides) and change nothing else."""
+  metrics = {}
+  for swaps in (0, 2):
+    config = tiny_setup.tiny_config(**{"loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS})
+    trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]),
+                            text_encoder=_swap_encoder(tmp_path))
+    _, metrics[swaps] = trainer.step(trainer.init_state(), _swap_batch(config))
+  for side in ("real", "fake"):
+    assert float(metrics[2][f"{side}_sentence_loss"]) > float(metrics[0][f"{side}_sentence_loss"]) + 1e-4
+    assert 0.0 <= float(metrics[2][f"{side}_sentence_swap_accuracy"]) <= 1.0
+    assert f"{side}_sentence_swap_accuracy" not in metrics[0]
+    np.testing.assert_allclose(metrics[2][f"{side}_word_loss"], metrics[0][f"{side}_word_loss"], rtol=1e-4)
+  for key in ("image_loss", "g_adv_loss", "d_hinge_loss"):
+    np.testing.assert_allclose(metrics[2][key], metrics[0][key], rtol=1e-4, atol=2e-3, err_msg=key)
+
+
+def test_swap_negatives_need_the_vocabulary():
+  config = tiny_setup.tiny_config(**{"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS})
+  with pytest.raises(FileNotFoundError):
+    train.Trainer(config, mesh=sharding.make_mesh(config.mesh), text_encoder=tiny_setup.tiny_text_encoder())
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"batch_size": 9}, "d_steps_per_g_step"),
     ({"batch_size": 12}, "cannot be split evenly over the 8 devices"),
     ({"batch_size": 16, "model.batch_norm_group_size": 3}, "batch_norm_group_size"),
     ({"batch_size": 16, "loss.contrastive_group_size": 5}, "contrastive_group_size"),
     ({"dataset.name": "imagenet"}, "dataset.name"),
+    ({"loss.swap_negatives": -1}, "swap_negatives must be an int"),
+    ({"loss.swap_negatives": 1}, "needs loss.swap_words"),
+    ({"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS, "loss.sentence_weight": 0.0}, "sentence_weight=0"),
 ])
 def test_config_errors(overrides, match):
   config = tiny_setup.tiny_config(**overrides)

@@ -136,6 +136,22 @@ def test_coordinate_channels_are_two_extra_inputs():
   assert float(jnp.abs(out["logits"] - reference["logits"]).max()) > 1e-3
 
 
+def test_extra_sentences_are_projected_like_sentences():
+  d = Discriminator(image_size=32, df_dim=4, text_dim=E, cond_size=8)
+  images, sentence = _inputs(32, batch=3)
+  extra = jnp.asarray(np.random.default_rng(1).normal(size=(5, E)), jnp.float32)
+  variables = d.init(jax.random.key(0), images, sentence, train=False)
+  plain = d.apply(variables, images, sentence, train=False)
+  out = d.apply(variables, images, sentence, train=False, extra_sentences=extra)
+  for key, value in plain.items():
+    np.testing.assert_array_equal(out[key], value, err_msg=key)
+  # The projection sees only the sentence: projecting the extra rows as the "sentence" of other images agrees.
+  as_sentences = d.apply(variables, jnp.concatenate([images, images[:2]]), extra, train=False)
+  np.testing.assert_allclose(out["extra_sentence_features"], as_sentences["sentence_features"], rtol=1e-6)
+  with pytest.raises(ValueError, match="extra_sentences"):
+    d.apply(variables, images, sentence, train=False, extra_sentences=extra[:, :4])
+
+
 def test_bfloat16_compute():
   d = Discriminator(64, df_dim=2, text_dim=E, dtype="bfloat16")
   args = _inputs(64)

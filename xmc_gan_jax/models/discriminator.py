@@ -102,9 +102,11 @@ class Discriminator(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, sentence: jax.Array, train: bool) -> Dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, sentence: jax.Array, train: bool,
+               extra_sentences: jax.Array | None = None) -> Dict[str, jax.Array]:
     """images [N, H, W, 3] in [0, 1], sentence [N, E] -> dict(logits [N], features [N, Cd],
-    regions [N, cond_size^2, E], sentence_features [N, Cd]), all float32."""
+    regions [N, cond_size^2, E], sentence_features [N, Cd]), all float32. With extra_sentences [M, E] (e.g. swapped
+    captions) also `extra_sentence_features` [M, Cd], their projection by the same layer in the same call."""
     if self.image_size not in BLOCK_LAYOUT:
       raise ValueError(f"Discriminator image_size must be one of {sorted(BLOCK_LAYOUT)}, got {self.image_size}.")
     size = self.image_size
@@ -113,6 +115,8 @@ class Discriminator(nn.Module):
     if sentence.ndim != 2 or sentence.shape != (images.shape[0], self.text_dim):
       raise ValueError(f"sentence must be [N={images.shape[0]}, text_dim={self.text_dim}] (one row per image; "
                        f"repeat it for real and fake halves), got {sentence.shape}.")
+    if extra_sentences is not None and (extra_sentences.ndim != 2 or extra_sentences.shape[1] != self.text_dim):
+      raise ValueError(f"extra_sentences must be [M, text_dim={self.text_dim}], got {extra_sentences.shape}.")
     mults, downsamples = BLOCK_LAYOUT[size]
     sizes = [size // 2]
     for down in downsamples:
@@ -136,9 +140,14 @@ class Discriminator(nn.Module):
     regions = layers.SpectralConv(self.text_dim, (1, 1), dtype=dtype, name="region_proj")(x_cond, train)
     regions = regions.reshape(regions.shape[0], self.cond_size * self.cond_size, self.text_dim)
     x_pool = jnp.sum(nn.relu(x), axis=(1, 2))
-    sentence_features = layers.SpectralDense(x_pool.shape[-1], dtype=dtype, name="sentence_proj")(sentence, train)
+    all_sentences = sentence if extra_sentences is None else jnp.concatenate([sentence, extra_sentences])
+    projected = layers.SpectralDense(x_pool.shape[-1], dtype=dtype, name="sentence_proj")(all_sentences, train)
+    sentence_features = projected[:sentence.shape[0]]
     logits = layers.SpectralDense(1, dtype=dtype, name="logit")(x_pool, train)[:, 0]
     logits = logits.astype(jnp.float32) + jnp.sum(
         x_pool.astype(jnp.float32) * sentence_features.astype(jnp.float32), axis=-1)
-    return dict(logits=logits, features=x_pool.astype(jnp.float32), regions=regions.astype(jnp.float32),
-                sentence_features=sentence_features.astype(jnp.float32))
+    out = dict(logits=logits, features=x_pool.astype(jnp.float32), regions=regions.astype(jnp.float32),
+               sentence_features=sentence_features.astype(jnp.float32))
+    if extra_sentences is not None:
+      out["extra_sentence_features"] = projected[sentence.shape[0]:].astype(jnp.float32)
+    return out
