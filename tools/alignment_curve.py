@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 COLUMNS = ("ema_align_color_position", "ema_align_all", "ema_align_color_position_1obj", "ema_align_all_1obj",
-           "ema_align_color_position_2obj", "ema_align_all_2obj")
+           "ema_align_color_position_2obj", "ema_align_all_2obj", "ema_binding_2obj", "ema_binding_exchanged_2obj")
 
 
 def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained: bool = False,
@@ -55,9 +55,9 @@ def earlier_rows(path: pathlib.Path, num_images: int) -> dict[int, dict]:
 
 def markdown_table(rows: list[dict]) -> str:
   """| step | colour+position | ... | with three decimals, one line per row; '-' where no caption had that many
-  objects."""
+  objects (or, for the binding columns, no two-object caption had two colours)."""
   names = ("step", "colour+position", "all", "colour+position 1 obj", "all 1 obj", "colour+position 2 obj",
-           "all 2 obj")
+           "all 2 obj", "2 obj, 2 colours: as captioned", "colours exchanged")
   lines = ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
   for row in rows:
     lines.append(f"| {row['step']} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in COLUMNS) + " |")

@@ -75,7 +75,7 @@ def alignment(trainer, state, config, num_images: int, batches=None) -> tuple[di
   `batches`: the evaluation batches (token_ids, token_mask, caption, num_objects, objects/*) when they come from
   elsewhere than the validation split's tf.data pipeline (tools/sweep_shapes.py); None = that pipeline.
   """
-  judged, counts, grid = {}, [], None
+  judged, counts, grid, binding = {}, [], None, {}
   if batches is None:
     batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
                                   num_examples=num_images, batch_size=config.eval.batch_size)
@@ -89,11 +89,22 @@ def alignment(trainer, state, config, num_images: int, batches=None) -> tuple[di
     for key, ok in shapes_verifier.score_images(images[rows], objects).items():
       judged.setdefault(key, []).append(ok)
     counts.append(objects["num_objects"])
+    exchanged, eligible = shapes_verifier.colors_exchanged(objects)
+    if eligible.any():
+      binding.setdefault("as_captioned", []).append(judged["color_position"][-1][eligible])
+      binding.setdefault("exchanged", []).append(
+          shapes_verifier.score_images(images[rows][eligible], {k: v[eligible] for k, v in exchanged.items()})
+          ["color_position"])
     if grid is None:
       shown = rows[:GRID_IMAGES]
       grid = (images[shown], [c.decode() for c in batch["caption"][shown]])
   summary = shapes_verifier.summarize({k: np.concatenate(v) for k, v in judged.items()}, np.concatenate(counts))
-  return {f"ema_{k}": float(v) for k, v in summary.items()}, grid
+  metrics = {f"ema_{k}": float(v) for k, v in summary.items()}
+  # Two-object captions with two colours: colour+position right as captioned vs with the colours exchanged.
+  for key, name in (("as_captioned", "ema_binding_2obj"), ("exchanged", "ema_binding_exchanged_2obj")):
+    if key in binding:
+      metrics[name] = float(np.mean(np.concatenate(binding[key])))
+  return metrics, grid
 
 
 def fid_scores(evaluator, state) -> dict[str, float]:

@@ -16,26 +16,44 @@ def _batch(config, step=0):
                                     config.text_encoder.max_length, tiny_setup.TINY_BERT.vocab_size)
 
 
-def _run_steps(config, devices, num_steps=2):
+def _run_steps(config, devices, num_steps=2, text_encoder=None, batch_fn=None):
   mesh = sharding.make_mesh(config.mesh, devices=devices)
-  trainer = train.Trainer(config, mesh=mesh, text_encoder=tiny_setup.tiny_text_encoder())
+  trainer = train.Trainer(config, mesh=mesh, text_encoder=text_encoder or tiny_setup.tiny_text_encoder())
   state = trainer.init_state()
   metrics = None
   for s in range(num_steps):
-    state, metrics = trainer.step(state, _batch(config, s))
+    state, metrics = trainer.step(state, (batch_fn or _batch)(config, s))
   return trainer, state, metrics
 
 
-@pytest.mark.parametrize("groups", [(0, 0), (2, 4)])
-def test_eight_devices_equal_one_device(groups):
-  bn_group, contrastive_group = groups
+SWAP_WORDS = "w10/w11|w12|w13, w20|w21"       # word pieces 10-13 and 20-21 of the vocabulary below
+
+
+def _swap_encoder(tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("".join(f"w{i}\n" for i in range(tiny_setup.TINY_BERT.vocab_size)))
+  return dataclasses.replace(tiny_setup.tiny_text_encoder(), vocab_path=str(vocab))
+
+
+def _swap_batch(config, step=0):
+  """Random captions, half of them with a swappable word at position 1."""
+  batch = _batch(config, step)
+  batch["token_ids"][::2, 1] = np.array([10, 12, 21, 13] * 4)[:config.batch_size // 2]
+  return batch
+
+
+@pytest.mark.parametrize("groups", [(0, 0, 0), (2, 4, 0), (0, 0, 2)])
+def test_eight_devices_equal_one_device(groups, tmp_path):
+  bn_group, contrastive_group, swaps = groups
   # Adam's eps is raised so that parameters whose gradient is analytically zero (conv biases before BatchNorm)
   # are not moved by +-lr from float rounding noise, which differs between 1 and 8 devices.
   config = tiny_setup.tiny_config(**{"batch_size": 16, "model.batch_norm_group_size": bn_group,
-                                     "loss.contrastive_group_size": contrastive_group, "optim.eps": 1e-3})
+                                     "loss.contrastive_group_size": contrastive_group, "optim.eps": 1e-3,
+                                     "loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS})
   assert len(jax.devices()) == 8
-  _, state1, metrics1 = _run_steps(config, jax.devices()[:1])
-  trainer8, state8, metrics8 = _run_steps(config, jax.devices())
+  setup = dict(text_encoder=_swap_encoder(tmp_path), batch_fn=_swap_batch) if swaps else {}
+  _, state1, metrics1 = _run_steps(config, jax.devices()[:1], **setup)
+  trainer8, state8, metrics8 = _run_steps(config, jax.devices(), **setup)
   for key in ("d_loss", "g_loss", "real_sentence_loss", "fake_word_loss", "image_loss"):
     np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-5, atol=1e-5, err_msg=key)
   flat1 = jax.tree_util.tree_leaves_with_path(jax.device_get(state1))
@@ -89,22 +107,6 @@ def test_non_finite_step_leaves_state_unchanged():
     np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree.leaves(after.d_params), jax.tree.leaves(before.d_params)):
     np.testing.assert_array_equal(a, b)
-
-
-SWAP_WORDS = "w10/w11|w12|w13, w20|w21"       # word pieces 10-13 and 20-21 of the vocabulary below
-
-
-def _swap_encoder(tmp_path):
-  vocab = tmp_path / "vocab.txt"
-  vocab.write_text("".join(f"w{i}\n" for i in range(tiny_setup.TINY_BERT.vocab_size)))
-  return dataclasses.replace(tiny_setup.tiny_text_encoder(), vocab_path=str(vocab))
-
-
-def _swap_batch(config):
-  """Random captions, half of them with a swappable word at position 1."""
-  batch = _batch(config)
-  batch["token_ids"][::2, 1] = np.array([10, 12, 21, 13] * 4)[:config.batch_size // 2]
-  return batch
 
 
 def test_swap_negatives_enter_the_sentence_loss_only(tmp_path):

@@ -66,8 +66,17 @@ def patched(run, monkeypatch):
 
 def _expected(images, scenes):
   objects = shapes_scene.pad_objects(scenes)
-  summary = shapes_verifier.summarize(shapes_verifier.score_images(images, objects), objects["num_objects"])
-  return {f"ema_{k}": v for k, v in summary.items()}
+  scores = shapes_verifier.score_images(images, objects)
+  summary = shapes_verifier.summarize(scores, objects["num_objects"])
+  expected = {f"ema_{k}": v for k, v in summary.items()}
+  two = [i for i, s in enumerate(scenes) if len(s) == 2 and s[0].color != s[1].color]
+  if two:   # colour binding: the same images against the scenes with their two colours exchanged
+    exchanged = [[scenes[i][0]._replace(color=scenes[i][1].color), scenes[i][1]._replace(color=scenes[i][0].color)]
+                 for i in two]
+    expected["ema_binding_2obj"] = float(np.mean(scores["color_position"][two]))
+    expected["ema_binding_exchanged_2obj"] = float(np.mean(shapes_verifier.score_images(
+        images[two], shapes_scene.pad_objects(exchanged))["color_position"]))
+  return expected
 
 
 def test_rows_follow_the_checkpoints(patched):
@@ -79,6 +88,7 @@ def test_rows_follow_the_checkpoints(patched):
   perfect = _expected(patched["images"], patched["scenes"])
   blank = _expected(np.full_like(patched["images"], 128), patched["scenes"])
   assert perfect["ema_align_color_position"] > 0.9 and blank["ema_align_color_position"] == 0.0
+  assert perfect["ema_binding_2obj"] == 1.0 and perfect["ema_binding_exchanged_2obj"] == 0.0
   for row, expected in zip(rows, (blank, blank, perfect)):
     for key in alignment_curve.COLUMNS:
       assert row[key] == pytest.approx(expected[key]), (row["step"], key)
