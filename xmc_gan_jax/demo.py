@@ -178,7 +178,8 @@ def main(argv=None) -> int:
       os.path.join(workdir, "samples.png"))
   _log("done in %.1f min. Results:" % ((time.time() - (args.start_time or start)) / 60))
   for key in ("ema_align_color_position", "ema_align_all", "ema_align_color_position_1obj", "ema_align_all_1obj",
-              "ema_align_color_position_2obj", "ema_align_all_2obj", "ema_fid", "untrained_ema_fid"):
+              "ema_align_color_position_2obj", "ema_align_all_2obj", "ema_binding_2obj", "ema_binding_exchanged_2obj",
+              "ema_fid", "untrained_ema_fid"):
     if key in metrics:
       print(f"  {key:32s} {metrics[key]:.3f}")
   print(f"  metrics:      {os.path.join(workdir, 'metrics.json')}\n"
