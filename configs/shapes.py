@@ -16,18 +16,13 @@ sizes and shapes apart.
 """
 from configs import arg_parsing
 from configs import common
+from xmc_gan_jax import word_swaps
 from xmc_gan_jax.data import shapes_scene
 
-
-def _swap_family(values) -> str:
-  """A word_swaps family: values joined by '|', each value's synonyms by '/'."""
-  return "|".join("/".join(words) for words in values)
-
-
 # Shape, colour and size words of the captions (positions are learned without help; see loss.swap_negatives).
-SWAP_WORDS = ", ".join([_swap_family(shapes_scene.SHAPE_WORDS),
-                        _swap_family((name,) for name in shapes_scene.COLOR_NAMES),
-                        _swap_family(shapes_scene.SIZE_WORDS)])
+SWAP_WORDS = ", ".join([word_swaps.join_family(shapes_scene.SHAPE_WORDS),
+                        word_swaps.join_family((name,) for name in shapes_scene.COLOR_NAMES),
+                        word_swaps.join_family(shapes_scene.SIZE_WORDS)])
 
 
 def get_config(arg=None):

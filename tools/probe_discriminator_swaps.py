@@ -78,8 +78,7 @@ def _family_tables(spec: str, vocab: list[str]) -> dict[str, object]:
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
   tables = {}
   for values in word_swaps.parse_spec(spec):
-    family = "|".join("/".join(words) for words in values)
-    tables[values[0][0] + " ..."] = word_swaps.build_table(family, vocab)
+    tables[values[0][0] + " ..."] = word_swaps.build_table(word_swaps.join_family(values), vocab)
   return tables
 
 
@@ -93,15 +92,15 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   import jax  # pylint: disable=g-import-not-at-top
   from configs import shapes as shapes_config  # pylint: disable=g-import-not-at-top
-  from xmc_gan_jax import losses, sample, sharding, steps, train, word_swaps  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax import losses, sample, sharding, steps, train  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax.data import sources  # pylint: disable=g-import-not-at-top
 
   checkpointer, step, config = sample.open_run(args.workdir, args.step)
   config.dataset.data_dir = os.path.abspath(args.data_dir)
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
   state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
-  spec = args.words or config.loss.get("swap_words", "") or shapes_config.SWAP_WORDS
-  families = _family_tables(spec, word_swaps.read_vocab_file(trainer.text.vocab_path))
+  spec = args.words or config.loss.swap_words or shapes_config.SWAP_WORDS
+  families = _family_tables(spec, trainer.text.word_pieces())
 
   @jax.jit
   def scores(images, token_ids, token_mask):

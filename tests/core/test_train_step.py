@@ -129,7 +129,7 @@ def test_swap_negatives_enter_the_sentence_loss_only(tmp_path):
 
 def test_swap_negatives_need_the_vocabulary():
   config = tiny_setup.tiny_config(**{"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS})
-  with pytest.raises(FileNotFoundError):
+  with pytest.raises(FileNotFoundError, match="vocabulary"):
     train.Trainer(config, mesh=sharding.make_mesh(config.mesh), text_encoder=tiny_setup.tiny_text_encoder())
 
 

@@ -22,6 +22,7 @@ def _ids(words):
 def test_parse_spec():
   assert word_swaps.parse_spec("a/b|c, d|e") == [[["a", "b"], ["c"]], [["d"], ["e"]]]
   assert word_swaps.spec_words("a/b|c, d|e") == ["a", "b", "c", "d", "e"]
+  assert word_swaps.join_family([["a", "b"], ["c"]]) == "a/b|c"
   with pytest.raises(ValueError, match="at least two"):
     word_swaps.parse_spec("a/b, c|d")
   with pytest.raises(ValueError, match="names no family"):

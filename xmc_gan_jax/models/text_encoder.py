@@ -153,6 +153,14 @@ class TextEncoder:
     """Number of rows of the word-embedding table (token ids must be below it)."""
     return self.module.config.vocab_size
 
+  def word_pieces(self) -> list[str]:
+    """The vocabulary's word pieces in id order, read from the local `vocab_path` (no TensorFlow)."""
+    if not os.path.isfile(self.vocab_path):
+      raise FileNotFoundError(f"Text encoder vocabulary {self.vocab_path!r} not found (needed by "
+                              "loss.swap_negatives to find loss.swap_words).")
+    with open(self.vocab_path, encoding="utf-8") as f:
+      return [line.rstrip("\n").rstrip("\r") for line in f]
+
   def encode(self, token_ids: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`encode_text` with this encoder's module, params and pooling (jitted)."""
     return _jitted_encode(self.module, self.pooling)(self.params, token_ids, token_mask)
