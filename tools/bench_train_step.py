@@ -22,7 +22,7 @@ from ml_collections import config_flags
 from xmc_gan_jax import describe, train
 from xmc_gan_jax.data import random_source
 from xmc_gan_jax.models import text_encoder as text_encoder_lib
-from xmc_gan_jax.models.text_encoder import BertEncoder, TextEncoder, load_text_encoder
+from xmc_gan_jax.models.text_encoder import TextEncoder, load_text_encoder
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/test.py", "Config to time.", lock_config=True)
@@ -34,8 +34,7 @@ def _text_encoder(config):
     return load_text_encoder(config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
   except FileNotFoundError:
     bert_config, _ = describe.text_encoder_architecture(config.text_encoder.path)
-    bert_config = text_encoder_lib.architecture_for_features(bert_config, config.text_encoder.features)
-    module = BertEncoder(bert_config)
+    module = text_encoder_lib.encoder_for_features(bert_config, config.text_encoder.features)
     ids = jnp.ones((1, config.text_encoder.max_length), jnp.int32)
     params = module.init(jax.random.key(0), ids, ids)["params"]
     return TextEncoder(module=module, params=params, vocab_path="", hidden_size=bert_config.hidden_size,

@@ -18,7 +18,7 @@ from xmc_gan_jax import steps
 from xmc_gan_jax import train_state
 from xmc_gan_jax import word_swaps
 from xmc_gan_jax.models import bert_weights
-from xmc_gan_jax.models.text_encoder import BertEncoder, architecture_for_features
+from xmc_gan_jax.models.text_encoder import encoder_for_features
 
 # Published architectures, so that describe works before the weights are downloaded.
 KNOWN_BERT_CONFIGS = {
@@ -52,8 +52,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
   mesh = sharding.make_mesh(config.mesh)
   config_validation.validate(config, sharding.batch_devices(mesh), jax.process_count())
   bert_config, source = text_encoder_architecture(config.text_encoder.path)
-  bert_config = architecture_for_features(bert_config, config.text_encoder.features)
-  text_module = BertEncoder(bert_config)
+  text_module = encoder_for_features(bert_config, config.text_encoder.features)
   # Only the swap table's shape matters here, and it depends on the spec alone (the weights may be absent).
   vocab = word_swaps.spec_words(config.loss.swap_words) if config.loss.swap_negatives else None
   modules = model_factory.build_modules(config, text_module, bert_config.hidden_size, vocab=vocab)

@@ -22,7 +22,8 @@ from xmc_gan_jax.models import bert_weights
 from xmc_gan_jax.models.bert_weights import BertConfig, default_text_encoder_path
 
 __all__ = ["BertConfig", "BertEncoder", "FEATURES", "POOLINGS", "TextEncoder", "architecture_for_features",
-           "default_text_encoder_path", "encode_text", "load_text_encoder", "pool_hidden", "select_features"]
+           "default_text_encoder_path", "encode_text", "encoder_for_features", "load_text_encoder", "pool_hidden",
+           "random_rotations", "select_features"]
 
 # What the encoder outputs per word piece (config.text_encoder.features):
 #   "contextual":   BERT's last hidden layer (the paper);
@@ -30,8 +31,18 @@ __all__ = ["BertConfig", "BertEncoder", "FEATURES", "POOLINGS", "TextEncoder", "
 #   "random_words": LayerNorm of a fixed N(0, 1) vector per word piece (seed RANDOM_WORDS_SEED), no position or
 #                   type embedding: the non-contextual encoder of issue 5's prototypes. The folder still gives the
 #                   vocabulary and the width.
-FEATURES = ("contextual", "embeddings", "random_words")
+#   "random_context": each word piece's random vector plus its neighbours' at CONTEXT_OFFSETS, each neighbour
+#                   through a fixed random rotation of its own (one per offset), then LayerNorm:
+#                   LN(v_i + sum_k R_k v_{i+k} / sqrt(len(CONTEXT_OFFSETS))), v = the "random_words" vectors of
+#                   real tokens (padding and positions past either end contribute 0). Untrained like
+#                   "random_words", but a word's vector now says which words stand where around it, so "red ...
+#                   top left" and "blue ... top left" differ: the binding a bag of word vectors cannot carry.
+FEATURES = ("contextual", "embeddings", "random_words", "random_context")
 RANDOM_WORDS_SEED = 0
+RANDOM_CONTEXT_SEED = 1
+# A shapes caption's colour word stands 4-6 pieces before its cell's words ("red circle in the top left") or 6-8
+# after them ("in the top left there is a small red circle").
+CONTEXT_OFFSETS = tuple(k for k in range(-8, 9) if k != 0)
 
 POOLINGS = ("mean", "cls", "original")
 
@@ -87,9 +98,36 @@ class _Embeddings(nn.Module):
     return nn.LayerNorm(cfg.layer_norm_eps, name="layer_norm")(words + positions + token_type)
 
 
+class _FixedContext(nn.Module):
+  """x [B,T,E], key_mask bool [B,T] -> LN(x_i + sum_k R_k x_{i+k} / sqrt(K)) [B,T,E] ("random_context").
+
+  R_k = rotations[k] [E,E] for each of the K `offsets`; masked and out-of-range neighbours contribute 0.
+  """
+  offsets: tuple[int, ...]
+  eps: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
+    _, t, e = x.shape
+    rotations = self.param("rotations", nn.initializers.orthogonal(), (len(self.offsets), e, e))
+    x = x * key_mask[:, :, None].astype(x.dtype)
+    reach = max(abs(k) for k in self.offsets)
+    padded = jnp.pad(x, ((0, 0), (reach, reach), (0, 0)))
+    total = x
+    for rotation, k in zip(rotations, self.offsets):
+      neighbours = padded[:, reach + k:reach + k + t]  # neighbours[:, i] = x[:, i + k], 0 past either end
+      total = total + neighbours @ rotation / np.sqrt(len(self.offsets))
+    mean = total.mean(-1, keepdims=True)
+    return (total - mean) * jax.lax.rsqrt(((total - mean) ** 2).mean(-1, keepdims=True) + self.eps)
+
+
 class BertEncoder(nn.Module):
-  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler)."""
+  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler).
+
+  `context_offsets` (only with no transformer layers) adds the fixed neighbour mixing of "random_context".
+  """
   config: BertConfig
+  context_offsets: tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, token_ids: jax.Array, token_mask: jax.Array) -> jax.Array:
@@ -103,6 +141,8 @@ class BertEncoder(nn.Module):
     key_mask = token_mask > 0
     for k in range(self.config.num_hidden_layers):
       x = _Layer(self.config, name=f"layer_{k}")(x, key_mask)
+    if self.context_offsets:
+      x = _FixedContext(self.context_offsets, self.config.layer_norm_eps, name="context")(x, key_mask)
     return x
 
 
@@ -182,13 +222,26 @@ def architecture_for_features(config: BertConfig, features: str) -> BertConfig:
   return config if features == "contextual" else dataclasses.replace(config, num_hidden_layers=0)
 
 
+def encoder_for_features(config: BertConfig, features: str) -> BertEncoder:
+  """The Linen module (weights not included) that outputs `features` for a folder of BertConfig `config`."""
+  offsets = CONTEXT_OFFSETS if features == "random_context" else ()
+  return BertEncoder(architecture_for_features(config, features), context_offsets=offsets)
+
+
+def random_rotations(count: int, size: int, seed: int = RANDOM_CONTEXT_SEED) -> np.ndarray:
+  """`count` seeded random orthogonal matrices, float32 [count, size, size] (Q of a Gaussian's QR, signs fixed)."""
+  gaussian = np.random.default_rng(seed).standard_normal((count, size, size))
+  q, r = np.linalg.qr(gaussian)
+  return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]).astype(np.float32)
+
+
 def select_features(config: BertConfig, params: dict[str, Any], features: str) -> tuple[BertConfig, dict]:
   """(config, numpy params) of the encoder whose output per word piece is `features` (one of FEATURES)."""
   config = architecture_for_features(config, features)
   if features == "contextual":
     return config, params
   embeddings = dict(params["embeddings"])
-  if features == "random_words":
+  if features in ("random_words", "random_context"):
     e = config.hidden_size
     rng = np.random.default_rng(RANDOM_WORDS_SEED)
     embeddings = {
@@ -197,6 +250,9 @@ def select_features(config: BertConfig, params: dict[str, Any], features: str) -
         "token_type_embeddings": {"embedding": np.zeros((config.type_vocab_size, e), np.float32)},
         "layer_norm": {"scale": np.ones((e,), np.float32), "bias": np.zeros((e,), np.float32)},
     }
+  if features == "random_context":
+    rotations = random_rotations(len(CONTEXT_OFFSETS), config.hidden_size)
+    return config, {"embeddings": embeddings, "context": {"rotations": rotations}}
   return config, {"embeddings": embeddings}
 
 
@@ -214,5 +270,5 @@ def load_text_encoder(path: str = "", pooling: str = "mean", features: str = "co
   config = bert_weights.read_bert_config(path)
   config, params = select_features(config, bert_weights.read_bert_params(path, config), features)
   params = jax.tree.map(jnp.asarray, params)
-  return TextEncoder(module=BertEncoder(config), params=params, vocab_path=os.path.join(path, "vocab.txt"),
-                     hidden_size=config.hidden_size, pooling=pooling)
+  return TextEncoder(module=encoder_for_features(config, features), params=params,
+                     vocab_path=os.path.join(path, "vocab.txt"), hidden_size=config.hidden_size, pooling=pooling)
