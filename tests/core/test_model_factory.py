@@ -38,6 +38,23 @@ def test_text_features_come_from_config():
     train.Trainer(tiny_setup.tiny_config(**{"text_encoder.features": "glove"}))
 
 
+def test_random_context_features_train():
+  """The config reaches the encoder (neighbour offsets and the seeded rotations) and a train step stays finite."""
+  from xmc_gan_jax import train  # pylint: disable=import-outside-toplevel
+  from xmc_gan_jax.data import random_source  # pylint: disable=import-outside-toplevel
+  from xmc_gan_jax.models import text_encoder  # pylint: disable=import-outside-toplevel
+  config = tiny_setup.tiny_config(**{"text_encoder.features": "random_context"})
+  trainer = train.Trainer(config)
+  assert trainer.text.module.context_offsets == text_encoder.CONTEXT_OFFSETS
+  rotations = np.asarray(trainer.text.params["context"]["rotations"])
+  np.testing.assert_array_equal(rotations, text_encoder.random_rotations(len(text_encoder.CONTEXT_OFFSETS),
+                                                                         trainer.text.hidden_size))
+  batch = random_source.random_batch(config.seed, 0, config.batch_size, config.model.image_size,
+                                     config.text_encoder.max_length, trainer.text.vocab_size)
+  _, metrics = trainer.step(trainer.init_state(), batch)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
 def test_generator_channel_multipliers_come_from_config():
   config = tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)})
   text = tiny_setup.tiny_text_encoder()
