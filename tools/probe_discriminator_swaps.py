@@ -8,7 +8,10 @@ projection better than other captions'. For each family of --words (default: the
 configs/shapes.py's) this swaps one word of that family in each validation caption (xmc_gan_jax/word_swaps.py) and
 prints, over the captions that have such a word, how often D scores the real image with its true caption above
 the swapped one: by the cosine of the sentence-image loss and by D's conditional logit. 0.5 = D ignores the
-attribute. A row for a random other caption of the batch gives the in-batch negatives' level.
+attribute. Rows "... exchanged" do the same with the caption's first two words of different values of the family
+exchanged (e.g. "a red circle on the left and a blue square on the right" against blue and red exchanged): the
+binding that a bag of words cannot see. A row for a random other caption of the batch gives the in-batch
+negatives' level.
 """
 import argparse
 import os
@@ -24,25 +27,51 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 
+# Scores this close are a tie: identical bags of word vectors give sentence vectors equal up to float32 rounding.
+TIE_TOLERANCE = 1e-5
+
+
 def _wins(true_scores: np.ndarray, other_scores: np.ndarray) -> np.ndarray:
-  """1 where the true caption scores higher, 0.5 on a tie, 0 below."""
-  return (true_scores > other_scores) + 0.5 * (true_scores == other_scores)
+  """1 where the true caption scores higher by more than TIE_TOLERANCE, 0.5 on a tie, 0 below."""
+  diff = true_scores - other_scores
+  return (diff > TIE_TOLERANCE) + 0.5 * (np.abs(diff) <= TIE_TOLERANCE)
 
 
-def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: int = 0) -> list[dict]:
+def exchange_words(token_ids: np.ndarray, value_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """Exchanges each caption's first word of the family with its first later word of another value.
+
+  token_ids int [N,T]; value_of maps the family's token ids to their value index. Returns (exchanged [N,T],
+  valid bool [N]); rows without two such words are returned unchanged with valid False.
+  """
+  exchanged = np.array(token_ids, copy=True)
+  valid = np.zeros(len(exchanged), bool)
+  for n, row in enumerate(exchanged):
+    positions = [i for i, t in enumerate(row) if int(t) in value_of]
+    others = [i for i in positions[1:] if value_of[int(row[i])] != value_of[int(row[positions[0]])]]
+    if others:
+      first, second = positions[0], others[0]
+      row[first], row[second] = row[second], row[first]
+      valid[n] = True
+  return exchanged, valid
+
+
+def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: int = 0,
+                    exchanges: dict[str, dict[int, int]] | None = None) -> list[dict]:
   """Per family (and "random caption"): fraction of captions whose true (image, caption) scores beat the swapped.
 
   Args:
     score_fn: (images uint8 [N,S,S,3], token_ids [N,T], token_mask [N,T]) -> (cosine [N], logit [N]) numpy.
     batches: iterable of host batches with image, token_ids, token_mask and optional valid.
     families: name -> word_swaps.SwapTable of that family alone.
+    exchanges: name -> {token id: value index} of a family whose words `exchange_words` exchanges.
   Returns:
-    [{"family", "captions", "cosine_wins", "logit_wins", "cosine_gap"}] in the order of `families`, then random;
-    a win counts 1, a tie 0.5.
+    [{"family", "captions", "cosine_wins", "logit_wins", "cosine_gap"}] in the order of `families`, then
+    `exchanges` (named "NAME exchanged"), then random; a win counts 1, a tie 0.5.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
-  wins = {name: [[], [], []] for name in list(families) + ["random caption"]}
+  exchanges = exchanges or {}
+  wins = {name: [[], [], []] for name in list(families) + [f"{n} exchanged" for n in exchanges] + ["random caption"]}
   key = jax.random.key(rng_seed)
   perm_rng = np.random.default_rng(rng_seed)
   for b, batch in enumerate(batches):
@@ -56,6 +85,12 @@ def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: in
       wins[name][0].append(_wins(true_cos, cos)[valid])
       wins[name][1].append(_wins(true_logit, logit)[valid])
       wins[name][2].append((true_cos - cos)[valid])
+    for name, value_of in exchanges.items():
+      exchanged, valid = exchange_words(ids, value_of)
+      cos, logit = score_fn(images, exchanged, mask)
+      wins[f"{name} exchanged"][0].append(_wins(true_cos, cos)[valid])
+      wins[f"{name} exchanged"][1].append(_wins(true_logit, logit)[valid])
+      wins[f"{name} exchanged"][2].append((true_cos - cos)[valid])
     other = perm_rng.permutation(len(rows))
     cos, logit = score_fn(images, ids[other], mask[other])
     keep = other != np.arange(len(rows))
@@ -80,6 +115,14 @@ def _family_tables(spec: str, vocab: list[str]) -> dict[str, object]:
   for values in word_swaps.parse_spec(spec):
     tables[values[0][0] + " ..."] = word_swaps.build_table(word_swaps.join_family(values), vocab)
   return tables
+
+
+def _value_maps(spec: str, vocab: list[str]) -> dict[str, dict[int, int]]:
+  """Per family of the spec (named as by `_family_tables`): {token id of each listed word: its value index}."""
+  from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
+  index = {piece: i for i, piece in enumerate(vocab)}
+  return {values[0][0] + " ...": {index[w]: v for v, synonyms in enumerate(values) for w in synonyms if w in index}
+          for values in word_swaps.parse_spec(spec)}
 
 
 def main(argv=None) -> int:
@@ -115,9 +158,9 @@ def main(argv=None) -> int:
 
   batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
                                 num_examples=args.images, batch_size=config.eval.batch_size)
-  rows = preference_rows(score_fn, batches, families)
+  rows = preference_rows(score_fn, batches, families, exchanges=_value_maps(spec, trainer.text.word_pieces()))
   print(f"{args.workdir} step {step}: D prefers the true caption of a real validation image over a copy with one "
-        f"word of the family swapped ({args.images} images)")
+        f"word of the family swapped or two of its words exchanged ({args.images} images)")
   print("| swapped | captions | by sentence-image cosine | by D's logit | mean cosine gap |\n|---|---|---|---|---|")
   for row in rows:
     print(f"| {row['family']} | {row['captions']} | {row['cosine_wins']:.3f} | {row['logit_wins']:.3f} | "

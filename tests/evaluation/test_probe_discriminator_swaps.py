@@ -43,3 +43,50 @@ def test_preference_rows_tell_a_seen_attribute_from_an_ignored_one():
   assert by_name["circle ..."]["cosine_wins"] == 0.5 and by_name["circle ..."]["cosine_gap"] == 0.0
   # Another caption of the batch names another colour about 2/3 of the time (3 colours): wins 2/3 + ties 1/6.
   assert 0.7 < by_name["random caption"]["cosine_wins"] < 0.95
+
+
+def test_exchange_words_swaps_the_first_two_words_of_different_values():
+  value_of = {4: 0, 5: 0, 6: 1}                     # 4 and 5 are synonyms of one value, 6 another
+  ids = np.array([[1, 4, 8, 6, 2], [1, 4, 5, 6, 2], [1, 4, 8, 5, 2], [1, 7, 8, 9, 2]])
+  exchanged, valid = probe.exchange_words(ids, value_of)
+  np.testing.assert_array_equal(exchanged, [[1, 6, 8, 4, 2], [1, 6, 5, 4, 2], [1, 4, 8, 5, 2], [1, 7, 8, 9, 2]])
+  np.testing.assert_array_equal(valid, [True, True, False, False])
+  assert probe._value_maps(SPEC, VOCAB) == {   # pylint: disable=protected-access
+      "red ...": {4: 0, 5: 1, 6: 2}, "circle ...": {7: 0, 8: 1, 9: 2}}
+
+
+def _two_colour_batches(rng, n_batches=4, n=16):
+  """Captions "[CLS] C1 C2 [SEP]"; each image stores C1 in pixel (0, 0, 0) and C2 in pixel (0, 1, 0)."""
+  for _ in range(n_batches):
+    colours = rng.integers(4, 7, (n, 2))
+    ids = np.concatenate([np.ones((n, 1)), colours, np.full((n, 1), 2)], axis=1).astype(np.int32)
+    images = np.zeros((n, 4, 4, 3), np.uint8)
+    images[:, 0, :2, 0] = colours
+    yield {"image": images, "token_ids": ids, "token_mask": np.ones_like(ids)}
+
+
+def _binding_d(images, token_ids, token_mask):
+  """1 when each colour stands in its place."""
+  del token_mask
+  match = np.all(token_ids[:, 1:3] == images[:, 0, :2, 0], axis=1).astype(np.float32)
+  return match, match
+
+
+def _bag_d(images, token_ids, token_mask):
+  """1 when the caption names the image's colours, in any order."""
+  del token_mask
+  match = np.all(np.sort(token_ids[:, 1:3], axis=1) == np.sort(images[:, 0, :2, 0], axis=1), axis=1)
+  return match.astype(np.float32), match.astype(np.float32)
+
+
+def test_exchanged_rows_tell_a_binding_d_from_a_bag_of_words_d():
+  exchanges = probe._value_maps(SPEC, VOCAB)   # pylint: disable=protected-access
+  expected = {_binding_d: 1.0, _bag_d: 0.5}
+  for score_fn, want in expected.items():
+    rows = probe.preference_rows(score_fn, _two_colour_batches(np.random.default_rng(1)), {}, exchanges=exchanges)
+    by_name = {row["family"]: row for row in rows}
+    assert [row["family"] for row in rows] == ["red ... exchanged", "circle ... exchanged", "random caption"]
+    colour = by_name["red ... exchanged"]
+    assert 30 < colour["captions"] < 64          # only captions with two different colours (about 2/3)
+    assert colour["cosine_wins"] == want and colour["logit_wins"] == want
+    assert by_name["circle ... exchanged"]["captions"] == 0
