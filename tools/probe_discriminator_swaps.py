@@ -78,25 +78,20 @@ def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: in
     rows = np.flatnonzero(np.asarray(batch.get("valid", np.ones(len(batch["token_ids"])))) > 0)
     images, ids, mask = (np.asarray(batch[k])[rows] for k in ("image", "token_ids", "token_mask"))
     true_cos, true_logit = score_fn(images, ids, mask)
+
+    def record(name, other_ids, other_mask, keep):
+      cos, logit = score_fn(images, other_ids, other_mask)
+      for column, value in enumerate((_wins(true_cos, cos), _wins(true_logit, logit), true_cos - cos)):
+        wins[name][column].append(value[keep])
+
     for f, (name, table) in enumerate(families.items()):
       swapped, valid = word_swaps.swap_words(jax.random.fold_in(key, b * 1000 + f), ids, table, 1)
-      valid = np.asarray(valid[:, 0])
-      cos, logit = score_fn(images, np.asarray(swapped[:, 0]), mask)
-      wins[name][0].append(_wins(true_cos, cos)[valid])
-      wins[name][1].append(_wins(true_logit, logit)[valid])
-      wins[name][2].append((true_cos - cos)[valid])
+      record(name, np.asarray(swapped[:, 0]), mask, np.asarray(valid[:, 0]))
     for name, value_of in exchanges.items():
       exchanged, valid = exchange_words(ids, value_of)
-      cos, logit = score_fn(images, exchanged, mask)
-      wins[f"{name} exchanged"][0].append(_wins(true_cos, cos)[valid])
-      wins[f"{name} exchanged"][1].append(_wins(true_logit, logit)[valid])
-      wins[f"{name} exchanged"][2].append((true_cos - cos)[valid])
+      record(f"{name} exchanged", exchanged, mask, valid)
     other = perm_rng.permutation(len(rows))
-    cos, logit = score_fn(images, ids[other], mask[other])
-    keep = other != np.arange(len(rows))
-    wins["random caption"][0].append(_wins(true_cos, cos)[keep])
-    wins["random caption"][1].append(_wins(true_logit, logit)[keep])
-    wins["random caption"][2].append((true_cos - cos)[keep])
+    record("random caption", ids[other], mask[other], other != np.arange(len(rows)))
   out = []
   for name, (cos_wins, logit_wins, gaps) in wins.items():
     cos_wins, logit_wins, gaps = (np.concatenate(x) if x else np.zeros(0) for x in (cos_wins, logit_wins, gaps))
