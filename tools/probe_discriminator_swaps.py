@@ -103,20 +103,23 @@ def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: in
   return out
 
 
+def _family_name(values: list[list[str]]) -> str:
+  """A parsed family's row name: its first word, e.g. "circle ..."."""
+  return values[0][0] + " ..."
+
+
 def _family_tables(spec: str, vocab: list[str]) -> dict[str, object]:
-  """One SwapTable per family of the spec, named by its first word."""
+  """One SwapTable per family of the spec, named by `_family_name`."""
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
-  tables = {}
-  for values in word_swaps.parse_spec(spec):
-    tables[values[0][0] + " ..."] = word_swaps.build_table(word_swaps.join_family(values), vocab)
-  return tables
+  return {_family_name(values): word_swaps.build_table(word_swaps.join_family(values), vocab)
+          for values in word_swaps.parse_spec(spec)}
 
 
 def _value_maps(spec: str, vocab: list[str]) -> dict[str, dict[int, int]]:
-  """Per family of the spec (named as by `_family_tables`): {token id of each listed word: its value index}."""
+  """Per family of the spec (named by `_family_name`): {token id of each listed word: its value index}."""
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
   index = {piece: i for i, piece in enumerate(vocab)}
-  return {values[0][0] + " ...": {index[w]: v for v, synonyms in enumerate(values) for w in synonyms if w in index}
+  return {_family_name(values): {index[w]: v for v, synonyms in enumerate(values) for w in synonyms if w in index}
           for values in word_swaps.parse_spec(spec)}
 
 
@@ -138,7 +141,8 @@ def main(argv=None) -> int:
   trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
   state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
   spec = args.words or config.loss.swap_words or shapes_config.SWAP_WORDS
-  families = _family_tables(spec, trainer.text.word_pieces())
+  vocab = trainer.text.word_pieces()
+  families = _family_tables(spec, vocab)
 
   @jax.jit
   def scores(images, token_ids, token_mask):
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
 
   batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
                                 num_examples=args.images, batch_size=config.eval.batch_size)
-  rows = preference_rows(score_fn, batches, families, exchanges=_value_maps(spec, trainer.text.word_pieces()))
+  rows = preference_rows(score_fn, batches, families, exchanges=_value_maps(spec, vocab))
   print(f"{args.workdir} step {step}: D prefers the true caption of a real validation image over a copy with one "
         f"word of the family swapped or two of its words exchanged ({args.images} images)")
   print("| swapped | captions | by sentence-image cosine | by D's logit | mean cosine gap |\n|---|---|---|---|---|")

@@ -117,14 +117,14 @@ class _FixedContext(nn.Module):
     for rotation, k in zip(rotations, self.offsets):
       neighbours = padded[:, reach + k:reach + k + t]  # neighbours[:, i] = x[:, i + k], 0 past either end
       total = total + neighbours @ rotation / np.sqrt(len(self.offsets))
-    mean = total.mean(-1, keepdims=True)
-    return (total - mean) * jax.lax.rsqrt(((total - mean) ** 2).mean(-1, keepdims=True) + self.eps)
+    return nn.LayerNorm(self.eps, use_bias=False, use_scale=False, name="layer_norm")(total)
 
 
 class BertEncoder(nn.Module):
   """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler).
 
-  `context_offsets` (only with no transformer layers) adds the fixed neighbour mixing of "random_context".
+  Non-empty `context_offsets` add the fixed neighbour mixing of "random_context" after the last layer (the
+  "random_context" encoder has none).
   """
   config: BertConfig
   context_offsets: tuple[int, ...] = ()
@@ -196,8 +196,8 @@ class TextEncoder:
   def word_pieces(self) -> list[str]:
     """The vocabulary's word pieces in id order, read from the local `vocab_path` (no TensorFlow)."""
     if not os.path.isfile(self.vocab_path):
-      raise FileNotFoundError(f"Text encoder vocabulary {self.vocab_path!r} not found (needed by "
-                              "loss.swap_negatives to find loss.swap_words).")
+      raise FileNotFoundError(f"Text encoder vocabulary {self.vocab_path!r} not found: it is the vocab.txt of the "
+                              "BERT folder of text_encoder.path.")
     with open(self.vocab_path, encoding="utf-8") as f:
       return [line.rstrip("\n").rstrip("\r") for line in f]
 
