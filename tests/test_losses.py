@@ -205,6 +205,66 @@ def test_word_region_padded_garbage_changes_nothing():
     np.testing.assert_array_equal(np.asarray(gr), np.asarray(clean_gr))
 
 
+def test_paired_word_region_scores_match_numpy():
+  words, mask, regions = _word_region_inputs(seed=8)
+  got = losses.paired_word_region_scores(words, mask, regions, gamma1=3.0, gamma2=7.0)
+  _close(got, [ref.match_score(words[i], mask[i] != 0, regions[i], 3.0, 7.0) for i in range(len(words))])
+
+
+def _hard_texts(words, mask, seed):
+  """Two extra texts per caption: its words reversed along T and its words, each with noise (the score ignores word
+  order, so a reversed copy alone would tie with the positive), some unused."""
+  rng = np.random.default_rng(seed)
+  hard = np.stack([words[:, ::-1] + 0.3 * rng.normal(size=words.shape), words + 0.8 * rng.normal(size=words.shape)],
+                  axis=1).astype(np.float32)
+  hard_mask = np.stack([mask[:, ::-1], mask], axis=1)
+  valid = rng.random(hard.shape[:2]) < 0.7
+  valid[3] = False                                  # an image without extra texts
+  valid[0] = True
+  return hard, hard_mask, valid
+
+
+@pytest.mark.parametrize("group_size", [0, 2])
+def test_word_region_hard_texts_match_numpy(group_size):
+  words, mask, regions = _word_region_inputs(seed=20 + group_size)
+  hard, hard_mask, valid = _hard_texts(words, mask, seed=group_size)
+  loss, metrics = losses.word_region_loss(words, mask, regions, group_size=group_size, hard_words=hard,
+                                          hard_mask=hard_mask, hard_valid=valid)
+  want_loss, want_acc, want_hard = ref.word_region_with_hard(words, mask, regions, hard, hard_mask, valid,
+                                                             group_size=group_size)
+  _close(loss, want_loss)
+  _close(metrics["accuracy"], want_acc)
+  _close(metrics["hard_accuracy"], want_hard)
+  plain, _ = losses.word_region_loss(words, mask, regions, group_size=group_size)
+  assert float(loss) > float(plain) and want_hard > 0.0
+
+
+def test_word_region_unused_hard_texts_change_nothing():
+  words, mask, regions = _word_region_inputs(seed=7)
+  hard = np.full((8, 2) + words.shape[1:], np.nan, np.float32)     # NaN rows must not leak through the mask
+  unused = dict(hard_words=hard, hard_mask=np.zeros((8, 2, words.shape[1]), bool), hard_valid=np.zeros((8, 2), bool))
+
+  def loss_fn(w, r, **hard_texts):
+    return losses.word_region_loss(w, mask, r, **hard_texts)[0]
+
+  plain, plain_grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(words, regions)
+  masked, grads = jax.value_and_grad(functools.partial(loss_fn, **unused), argnums=(0, 1))(words, regions)
+  _close(masked, float(plain))
+  for got, want in zip(grads, plain_grads):
+    _close(got, np.asarray(want))
+
+
+def test_word_region_hard_text_shape_errors():
+  words, mask, regions = _word_region_inputs()
+  hard = words[:, None]
+  with pytest.raises(ValueError, match="hard_words must be"):
+    losses.word_region_loss(words, mask, regions, hard_words=words, hard_mask=mask, hard_valid=np.ones(8, bool))
+  with pytest.raises(ValueError, match="hard_mask"):
+    losses.word_region_loss(words, mask, regions, hard_words=hard, hard_valid=np.ones((8, 1), bool))
+  with pytest.raises(ValueError, match="hard_valid"):
+    losses.word_region_loss(words, mask, regions, hard_words=hard, hard_mask=mask[:, None])
+
+
 def test_word_region_zero_padding_gives_finite_gradients():
   words, mask, regions = _word_region_inputs(seed=6, garbage=0.0)
   assert np.all(words[mask == 0] == 0)
