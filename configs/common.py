@@ -59,6 +59,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # xmc_gan_jax/word_swaps.py) as extra negatives of its image in the sentence-image loss; 0 = off.
   config.loss.swap_negatives = 0
   config.loss.swap_words = ""
+  # Not in the original: each caption with two words of one loss.swap_words family exchanged (e.g. two objects'
+  # colours) as an extra negative of its image in the word-region loss.
+  config.loss.exchange_negatives = False
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_lr = 1e-4

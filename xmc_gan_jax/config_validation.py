@@ -42,6 +42,13 @@ def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count
   if swaps and not config.loss.swap_words.strip():
     raise ValueError("loss.swap_negatives > 0 needs loss.swap_words (e.g. 'circle/disk|square/box|triangle, "
                      "red|green|blue'; see xmc_gan_jax/word_swaps.py).")
+  exchange = config.loss.exchange_negatives
+  if exchange and not config.loss.word_weight:
+    raise ValueError("loss.exchange_negatives adds negatives to the word-region loss, which loss.word_weight=0 "
+                     "turns off; set one of them differently.")
+  if exchange and not config.loss.swap_words.strip():
+    raise ValueError("loss.exchange_negatives needs loss.swap_words, the families whose words it exchanges (e.g. "
+                     "'red|green|blue'; see xmc_gan_jax/word_swaps.py).")
   if config.dataset.name not in _DATASETS:
     raise ValueError(f"dataset.name={config.dataset.name!r} is not one of {_DATASETS}.")
   if config.text_encoder.pooling not in text_encoder.POOLINGS:

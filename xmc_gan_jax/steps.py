@@ -6,8 +6,9 @@ of L_D and G's gradient of L_G from it through two vjp cotangents, as the origin
   L_D = hinge_D + real sentence-image + real word-region            (updates D only)
   L_G = -D(fake) + fake sentence-image + fake word-region + image-image(D features) [+ pretrained features]
 With `loss.swap_negatives` = K > 0 each image's sentence-image loss (both sides) also has K copies of its caption
-with one attribute word swapped as negatives (word_swaps; not in the original). The EMA of G follows each G
-update. A step whose losses or gradients are not finite leaves the state unchanged (except `step`) and reports
+with one attribute word swapped as negatives, and with `loss.exchange_negatives` each image's word-region loss
+(both sides) also has its caption with two words of a family exchanged as a negative (word_swaps; neither is in
+the original). The EMA of G follows each G update. A step whose losses or gradients are not finite leaves the state unchanged (except `step`) and reports
 `nonfinite = 1`, so the trainer can stop with the last good state intact.
 """
 from typing import Any
@@ -78,13 +79,25 @@ def swap_negative_sentences(modules: GANModules, text_params, token_ids, token_m
   return sentence, valid
 
 
-def contrastive_terms(modules: GANModules, side: str, out, words, mask, swap_valid=None) -> tuple[jax.Array, Metrics]:
+def exchange_negative_words(modules: GANModules, text_params, token_ids, token_mask, rng):
+  """Word vectors of the captions with two words exchanged: ([N, 1, T, E] float32, valid bool [N, 1]), or
+  (None, None) when `loss.exchange_negatives` is off. See word_swaps."""
+  if modules.exchange_table is None:
+    return None, None
+  exchanged, valid = word_swaps.exchange_words(rng, token_ids, modules.exchange_table)
+  words, _ = text_features(modules, text_params, exchanged, token_mask)
+  return words[:, None], valid[:, None]
+
+
+def contrastive_terms(modules: GANModules, side: str, out, words, mask, swap_valid=None,
+                      exchange=(None, None)) -> tuple[jax.Array, Metrics]:
   """Sentence-image and word-region losses of one side ('real' or 'fake') of D's outputs.
 
   With `swap_valid` [N, K], out["extra_sentence_features"] [N*K, Cd] are each image's swapped-caption negatives in
-  the sentence-image loss. Returns (weighted sum, metrics); metrics hold each enabled term's unweighted
-  `{side}_{term}_loss`, accuracy and entropy (and `{side}_sentence_swap_accuracy`). Terms with weight 0 are not
-  computed.
+  the sentence-image loss; `exchange` = (words [N, 1, T, E], valid [N, 1]) from exchange_negative_words are each
+  image's exchanged-caption negatives in the word-region loss. Returns (weighted sum, metrics); metrics hold each
+  enabled term's unweighted `{side}_{term}_loss`, accuracy and entropy (and `{side}_sentence_swap_accuracy`,
+  `{side}_word_exchange_accuracy`). Terms with weight 0 are not computed.
   """
   cfg = modules.loss
   total = jnp.zeros((), jnp.float32)
@@ -101,11 +114,17 @@ def contrastive_terms(modules: GANModules, side: str, out, words, mask, swap_val
     if "hard_accuracy" in m:
       metrics[f"{side}_sentence_swap_accuracy"] = m["hard_accuracy"]
   if cfg.word_weight:
+    exchanged_words, exchange_valid = exchange
+    hard = {}
+    if exchanged_words is not None:
+      hard = dict(hard_words=exchanged_words, hard_mask=mask[:, None], hard_valid=exchange_valid)
     loss, m = losses.word_region_loss(words, mask, out["regions"], cfg.gamma1, cfg.gamma2, cfg.gamma3,
-                                      cfg.contrastive_group_size)
+                                      cfg.contrastive_group_size, **hard)
     total += cfg.word_weight * loss
     metrics.update({f"{side}_word_loss": loss, f"{side}_word_accuracy": m["accuracy"],
                     f"{side}_word_entropy": m["entropy"]})
+    if "hard_accuracy" in m:
+      metrics[f"{side}_word_exchange_accuracy"] = m["hard_accuracy"]
   return total, metrics
 
 
@@ -131,9 +150,9 @@ def image_terms(modules: GANModules, real_out, fake_out, real_images, fake_image
   return total, metrics
 
 
-def _d_loss(modules, real_out, fake_out, words, mask, swap_valid) -> tuple[jax.Array, Metrics]:
+def _d_loss(modules, real_out, fake_out, words, mask, swap_valid, exchange) -> tuple[jax.Array, Metrics]:
   hinge = losses.hinge_d_loss(real_out["logits"], fake_out["logits"])
-  contrastive, metrics = contrastive_terms(modules, "real", real_out, words, mask, swap_valid)
+  contrastive, metrics = contrastive_terms(modules, "real", real_out, words, mask, swap_valid, exchange)
   metrics.update({"d_hinge_loss": hinge, "d_real_logit": jnp.mean(real_out["logits"]),
                   "d_fake_logit": jnp.mean(fake_out["logits"])})
   return hinge + contrastive, metrics
@@ -158,12 +177,14 @@ def d_update(modules: GANModules, state: TrainState, text_params, batch, rng) ->
   fake = jax.lax.stop_gradient(fake)
   swapped, swap_valid = swap_negative_sentences(modules, text_params, batch["token_ids"], batch["token_mask"],
                                                 jax.random.fold_in(rng, 1))
+  exchange = exchange_negative_words(modules, text_params, batch["token_ids"], batch["token_mask"],
+                                     jax.random.fold_in(rng, 2))
 
   def loss_fn(d_params):
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
                            jnp.concatenate([sentence, sentence]), train=True, extra_sentences=swapped)
     real_out, fake_out = split_halves(out, n)
-    loss, metrics = _d_loss(modules, real_out, fake_out, words, batch["token_mask"], swap_valid)
+    loss, metrics = _d_loss(modules, real_out, fake_out, words, batch["token_mask"], swap_valid, exchange)
     return loss, (sn, metrics)
 
   (d_loss, (sn, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
@@ -186,15 +207,16 @@ def g_d_update(modules: GANModules, state: TrainState, text_params, batch, rng) 
   z = _z(modules, rng, n)
   swapped, swap_valid = swap_negative_sentences(modules, text_params, batch["token_ids"], mask,
                                                 jax.random.fold_in(rng, 1))
+  exchange = exchange_negative_words(modules, text_params, batch["token_ids"], mask, jax.random.fold_in(rng, 2))
 
   def forward(g_params, d_params):
     fake, g_stats = generate(modules, g_params, state.g_batch_stats, z, sentence, words, mask, train=True)
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
                            jnp.concatenate([sentence, sentence]), train=True, extra_sentences=swapped)
     real_out, fake_out = split_halves(out, n)
-    d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask, swap_valid)
+    d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask, swap_valid, exchange)
     g_adv = losses.hinge_g_loss(fake_out["logits"])
-    fake_terms, fake_metrics = contrastive_terms(modules, "fake", fake_out, words, mask, swap_valid)
+    fake_terms, fake_metrics = contrastive_terms(modules, "fake", fake_out, words, mask, swap_valid, exchange)
     image_total, image_metrics = image_terms(modules, real_out, fake_out, real, fake)
     g_loss = g_adv + fake_terms + image_total
     metrics.update(fake_metrics)

@@ -95,7 +95,7 @@ class Trainer:
     config_validation.validate(config, sharding.batch_devices(self.mesh), jax.process_count())
     self.text = text_encoder or text_encoder_lib.load_text_encoder(
         config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
-    vocab = self.text.word_pieces() if config.loss.swap_negatives else None
+    vocab = self.text.word_pieces() if model_factory.needs_vocab(config) else None
     self.modules = model_factory.build_modules(config, self.text.module, self.text.hidden_size, vocab=vocab)
     self.k = int(config.optim.d_steps_per_g_step)
     replicated = sharding.replicated(self.mesh)

@@ -1,4 +1,5 @@
-"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, swapped-caption negatives, config errors."""
+"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, swapped- and exchanged-caption negatives,
+config errors."""
 import dataclasses
 
 import jax
@@ -42,16 +43,24 @@ def _swap_batch(config, step=0):
   return batch
 
 
-@pytest.mark.parametrize("groups", [(0, 0, 0), (2, 4, 0), (0, 0, 2)])
+def _exchange_batch(config, step=0):
+  """_swap_batch with, in the same half, a word of the same family and another value at position 3."""
+  batch = _swap_batch(config, step)
+  batch["token_ids"][::2, 3] = np.array([12, 13, 20, 11] * 4)[:config.batch_size // 2]
+  return batch
+
+
+@pytest.mark.parametrize("groups", [(0, 0, 0, False), (2, 4, 0, False), (0, 0, 2, False), (0, 4, 0, True)])
 def test_eight_devices_equal_one_device(groups, tmp_path):
-  bn_group, contrastive_group, swaps = groups
+  bn_group, contrastive_group, swaps, exchange = groups
   # Adam's eps is raised so that parameters whose gradient is analytically zero (conv biases before BatchNorm)
   # are not moved by +-lr from float rounding noise, which differs between 1 and 8 devices.
   config = tiny_setup.tiny_config(**{"batch_size": 16, "model.batch_norm_group_size": bn_group,
                                      "loss.contrastive_group_size": contrastive_group, "optim.eps": 1e-3,
-                                     "loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS})
+                                     "loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS,
+                                     "loss.exchange_negatives": exchange})
   assert len(jax.devices()) == 8
-  setup = dict(text_encoder=_swap_encoder(tmp_path), batch_fn=_swap_batch) if swaps else {}
+  setup = dict(text_encoder=_swap_encoder(tmp_path), batch_fn=_exchange_batch) if swaps or exchange else {}
   _, state1, metrics1 = _run_steps(config, jax.devices()[:1], **setup)
   trainer8, state8, metrics8 = _run_steps(config, jax.devices(), **setup)
   for key in ("d_loss", "g_loss", "real_sentence_loss", "fake_word_loss", "image_loss"):
@@ -127,6 +136,25 @@ def test_swap_negatives_enter_the_sentence_loss_only(tmp_path):
     np.testing.assert_allclose(metrics[2][key], metrics[0][key], rtol=1e-4, atol=2e-3, err_msg=key)
 
 
+def test_exchange_negatives_enter_the_word_loss_only(tmp_path):
+  """Step 1's metrics: exchanged captions add a negative to each image's word-region loss (it grows, on both
+  sides) and change nothing else."""
+  metrics = {}
+  for exchange in (False, True):
+    config = tiny_setup.tiny_config(**{"loss.exchange_negatives": exchange, "loss.swap_words": SWAP_WORDS})
+    trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]),
+                            text_encoder=_swap_encoder(tmp_path))
+    _, metrics[exchange] = trainer.step(trainer.init_state(), _exchange_batch(config))
+  for side in ("real", "fake"):
+    assert float(metrics[True][f"{side}_word_loss"]) > float(metrics[False][f"{side}_word_loss"]) + 1e-4
+    assert 0.0 <= float(metrics[True][f"{side}_word_exchange_accuracy"]) <= 1.0
+    assert f"{side}_word_exchange_accuracy" not in metrics[False]
+    np.testing.assert_allclose(metrics[True][f"{side}_sentence_loss"], metrics[False][f"{side}_sentence_loss"],
+                               rtol=1e-4)
+  for key in ("image_loss", "g_adv_loss", "d_hinge_loss"):
+    np.testing.assert_allclose(metrics[True][key], metrics[False][key], rtol=1e-4, atol=2e-3, err_msg=key)
+
+
 def test_swap_negatives_need_the_vocabulary():
   config = tiny_setup.tiny_config(**{"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS})
   with pytest.raises(FileNotFoundError, match="vocabulary"):
@@ -142,6 +170,8 @@ def test_swap_negatives_need_the_vocabulary():
     ({"loss.swap_negatives": -1}, "swap_negatives must be an int"),
     ({"loss.swap_negatives": 1}, "needs loss.swap_words"),
     ({"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS, "loss.sentence_weight": 0.0}, "sentence_weight=0"),
+    ({"loss.exchange_negatives": True}, "needs loss.swap_words"),
+    ({"loss.exchange_negatives": True, "loss.swap_words": SWAP_WORDS, "loss.word_weight": 0.0}, "word_weight=0"),
 ])
 def test_config_errors(overrides, match):
   config = tiny_setup.tiny_config(**overrides)

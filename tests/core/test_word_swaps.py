@@ -77,3 +77,45 @@ def test_swap_words_changes_one_attribute_word():
   n_shape = kinds["shape"]
   assert abs(shapes["triangle"] / n_shape - 0.5) < 0.06
   assert abs(shapes["square"] / n_shape - 0.25) < 0.06 and abs(shapes["box"] / n_shape - 0.25) < 0.06
+
+
+def test_build_exchange_table():
+  table = word_swaps.build_exchange_table(SPEC, VOCAB)
+  assert list(table.ids) == sorted(_ids(FAMILY))
+  for token, family, value in zip(table.ids, table.family, table.value):
+    word = VOCAB[token]
+    assert ("shape", "colour", "size")[family] == KIND[word]
+    assert value == FAMILY[word] - (0, 3, 6)[family]
+  with pytest.raises(ValueError, match="not one word piece"):
+    word_swaps.build_exchange_table("circle|hexagon", VOCAB)
+  with pytest.raises(ValueError, match="appears twice"):
+    word_swaps.build_exchange_table("circle|square, circle|box", VOCAB)
+
+
+def test_exchange_words_exchanges_the_first_two_words_of_different_values():
+  table = word_swaps.build_exchange_table("red/green|blue", VOCAB)    # red and green: synonyms of one value
+  rows = [["a", "red", "circle", "blue"], ["a", "red", "green", "blue"], ["a", "red", "circle", "green"],
+          ["a", "circle", "square", "triangle"], ["a", "blue", "red", "blue"]]
+  want = [["a", "blue", "circle", "red"], ["a", "blue", "green", "red"], ["a", "red", "circle", "green"],
+          ["a", "circle", "square", "triangle"], ["a", "red", "blue", "blue"]]
+  ids = np.array([_ids(r) + [0, 0] for r in rows], np.int32)
+  exchanged, valid = word_swaps.exchange_words(jax.random.key(0), ids, table)
+  np.testing.assert_array_equal(np.asarray(exchanged), [_ids(r) + [0, 0] for r in want])
+  np.testing.assert_array_equal(np.asarray(valid), [True, True, False, False, True])
+
+
+def test_exchange_words_draws_the_family_among_those_that_allow_it():
+  table = word_swaps.build_exchange_table(SPEC, VOCAB)
+  both = _ids(["a", "red", "circle", "a", "blue", "box", "small"])        # colours and shapes differ, one size
+  colour_only = _ids(["a", "red", "disk", "a", "blue", "circle", "in"])   # disk and circle: one shape value
+  n = 2000
+  ids = np.array([both] * n + [colour_only] * n, np.int32)
+  exchanged, valid = word_swaps.exchange_words(jax.random.key(3), ids, table)
+  exchanged = np.asarray(exchanged)
+  assert np.all(np.asarray(valid))
+  colours = exchanged[:n, 1] == VOCAB.index("blue")
+  shapes = exchanged[:n, 2] == VOCAB.index("box")
+  np.testing.assert_array_equal(colours, ~shapes)                # exactly one family exchanged per caption
+  assert abs(colours.mean() - 0.5) < 0.04                         # 4 standard errors
+  np.testing.assert_array_equal(exchanged[n:], [_ids(["a", "blue", "disk", "a", "red", "circle", "in"])] * n)
+  np.testing.assert_array_equal(np.sort(exchanged, axis=1), np.sort(ids, axis=1))   # nothing added or lost
