@@ -7,8 +7,8 @@ G learns an attribute through D: the sentence-image loss rewards fakes whose D f
 projection better than other captions'. For each family of --words (default: the run's loss.swap_words, else
 configs/shapes.py's) this swaps one word of that family in each validation caption (xmc_gan_jax/word_swaps.py) and
 prints, over the captions that have such a word, how often D scores the real image with its true caption above
-the swapped one: by the cosine of the sentence-image loss and by D's conditional logit. 0.5 = D ignores the
-attribute. Rows "... exchanged" do the same with the caption's first two words of different values of the family
+the swapped one: by the cosine of the sentence-image loss, by D's conditional logit and by the word-region score
+of D's regions (`losses.paired_word_region_scores`). 0.5 = D ignores the attribute. Rows "... exchanged" do the same with the caption's first two words of different values of the family
 exchanged (e.g. "a red circle on the left and a blue square on the right" against blue and red exchanged): the
 binding that a bag of words cannot see. A row for a random other caption of the batch gives the in-batch
 negatives' level.
@@ -29,6 +29,8 @@ if str(ROOT) not in sys.path:
 
 # Scores this close are a tie: identical bags of word vectors give sentence vectors equal up to float32 rounding.
 TIE_TOLERANCE = 1e-5
+# What score_fn returns, in order: the sentence-image cosine, D's conditional logit, the word-region score S.
+SCORES = ("cosine", "logit", "word_region")
 
 
 def _wins(true_scores: np.ndarray, other_scores: np.ndarray) -> np.ndarray:
@@ -37,69 +39,53 @@ def _wins(true_scores: np.ndarray, other_scores: np.ndarray) -> np.ndarray:
   return (diff > TIE_TOLERANCE) + 0.5 * (np.abs(diff) <= TIE_TOLERANCE)
 
 
-def exchange_words(token_ids: np.ndarray, value_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
-  """Exchanges each caption's first word of the family with its first later word of another value.
-
-  token_ids int [N,T]; value_of maps the family's token ids to their value index. Returns (exchanged [N,T],
-  valid bool [N]); rows without two such words are returned unchanged with valid False.
-  """
-  exchanged = np.array(token_ids, copy=True)
-  valid = np.zeros(len(exchanged), bool)
-  for n, row in enumerate(exchanged):
-    positions = [i for i, t in enumerate(row) if int(t) in value_of]
-    others = [i for i in positions[1:] if value_of[int(row[i])] != value_of[int(row[positions[0]])]]
-    if others:
-      first, second = positions[0], others[0]
-      row[first], row[second] = row[second], row[first]
-      valid[n] = True
-  return exchanged, valid
-
-
 def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: int = 0,
-                    exchanges: dict[str, dict[int, int]] | None = None) -> list[dict]:
+                    exchanges: dict[str, object] | None = None) -> list[dict]:
   """Per family (and "random caption"): fraction of captions whose true (image, caption) scores beat the swapped.
 
   Args:
-    score_fn: (images uint8 [N,S,S,3], token_ids [N,T], token_mask [N,T]) -> (cosine [N], logit [N]) numpy.
+    score_fn: (images uint8 [N,S,S,3], token_ids [N,T], token_mask [N,T]) -> numpy [N] scores named by SCORES.
     batches: iterable of host batches with image, token_ids, token_mask and optional valid.
     families: name -> word_swaps.SwapTable of that family alone.
-    exchanges: name -> {token id: value index} of a family whose words `exchange_words` exchanges.
+    exchanges: name -> word_swaps.ExchangeTable of a family alone, whose words `word_swaps.exchange_words` exchanges.
   Returns:
-    [{"family", "captions", "cosine_wins", "logit_wins", "cosine_gap"}] in the order of `families`, then
-    `exchanges` (named "NAME exchanged"), then random; a win counts 1, a tie 0.5.
+    [{"family", "captions", "cosine_wins", "logit_wins", "word_region_wins", "cosine_gap"}] in the order of
+    `families`, then `exchanges` (named "NAME exchanged"), then random; a win counts 1, a tie 0.5.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
   exchanges = exchanges or {}
-  wins = {name: [[], [], []] for name in list(families) + [f"{n} exchanged" for n in exchanges] + ["random caption"]}
+  names = list(families) + [f"{n} exchanged" for n in exchanges] + ["random caption"]
+  wins = {name: [[] for _ in range(len(SCORES) + 1)] for name in names}
   key = jax.random.key(rng_seed)
   perm_rng = np.random.default_rng(rng_seed)
   for b, batch in enumerate(batches):
     rows = np.flatnonzero(np.asarray(batch.get("valid", np.ones(len(batch["token_ids"])))) > 0)
     images, ids, mask = (np.asarray(batch[k])[rows] for k in ("image", "token_ids", "token_mask"))
-    true_cos, true_logit = score_fn(images, ids, mask)
+    true = score_fn(images, ids, mask)
 
     def record(name, other_ids, other_mask, keep):
-      cos, logit = score_fn(images, other_ids, other_mask)
-      for column, value in enumerate((_wins(true_cos, cos), _wins(true_logit, logit), true_cos - cos)):
+      other = score_fn(images, other_ids, other_mask)
+      columns = [_wins(t, o) for t, o in zip(true, other)] + [true[0] - other[0]]
+      for column, value in enumerate(columns):
         wins[name][column].append(value[keep])
 
     for f, (name, table) in enumerate(families.items()):
       swapped, valid = word_swaps.swap_words(jax.random.fold_in(key, b * 1000 + f), ids, table, 1)
       record(name, np.asarray(swapped[:, 0]), mask, np.asarray(valid[:, 0]))
-    for name, value_of in exchanges.items():
-      exchanged, valid = exchange_words(ids, value_of)
-      record(f"{name} exchanged", exchanged, mask, valid)
+    for f, (name, table) in enumerate(exchanges.items()):
+      exchanged, valid = word_swaps.exchange_words(jax.random.fold_in(key, b * 1000 + 500 + f), ids, table)
+      record(f"{name} exchanged", np.asarray(exchanged), mask, np.asarray(valid))
     other = perm_rng.permutation(len(rows))
     record("random caption", ids[other], mask[other], other != np.arange(len(rows)))
   out = []
-  for name, (cos_wins, logit_wins, gaps) in wins.items():
-    cos_wins, logit_wins, gaps = (np.concatenate(x) if x else np.zeros(0) for x in (cos_wins, logit_wins, gaps))
-    n = len(cos_wins)
-    out.append({"family": name, "captions": n,
-                "cosine_wins": float(np.mean(cos_wins)) if n else float("nan"),
-                "logit_wins": float(np.mean(logit_wins)) if n else float("nan"),
-                "cosine_gap": float(np.mean(gaps)) if n else float("nan")})
+  for name, columns in wins.items():
+    columns = [np.concatenate(x) if x else np.zeros(0) for x in columns]
+    n = len(columns[0])
+    row = {"family": name, "captions": n}
+    for key, values in zip([f"{s}_wins" for s in SCORES] + ["cosine_gap"], columns):
+      row[key] = float(np.mean(values)) if n else float("nan")
+    out.append(row)
   return out
 
 
@@ -115,11 +101,10 @@ def _family_tables(spec: str, vocab: list[str]) -> dict[str, object]:
           for values in word_swaps.parse_spec(spec)}
 
 
-def _value_maps(spec: str, vocab: list[str]) -> dict[str, dict[int, int]]:
-  """Per family of the spec (named by `_family_name`): {token id of each listed word: its value index}."""
+def _exchange_tables(spec: str, vocab: list[str]) -> dict[str, object]:
+  """One ExchangeTable per family of the spec, named by `_family_name`."""
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
-  index = {piece: i for i, piece in enumerate(vocab)}
-  return {_family_name(values): {index[w]: v for v, synonyms in enumerate(values) for w in synonyms if w in index}
+  return {_family_name(values): word_swaps.build_exchange_table(word_swaps.join_family(values), vocab)
           for values in word_swaps.parse_spec(spec)}
 
 
@@ -146,24 +131,27 @@ def main(argv=None) -> int:
 
   @jax.jit
   def scores(images, token_ids, token_mask):
-    _, sentence = steps.text_features(trainer.modules, trainer.text_params, token_ids, token_mask)
+    words, sentence = steps.text_features(trainer.modules, trainer.text_params, token_ids, token_mask)
     out, _ = steps.discriminate(trainer.modules, state.d_params, state.d_sn_stats, steps.to_unit_range(images),
                                 sentence, train=False)
     cosine = (losses.l2_normalize(out["features"]) * losses.l2_normalize(out["sentence_features"])).sum(-1)
-    return cosine, out["logits"]
+    word_region = losses.paired_word_region_scores(words, token_mask, out["regions"], config.loss.gamma1,
+                                                   config.loss.gamma2)
+    return cosine, out["logits"], word_region
 
   def score_fn(images, token_ids, token_mask):
     return tuple(np.asarray(x) for x in scores(images, token_ids, token_mask))
 
   batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
                                 num_examples=args.images, batch_size=config.eval.batch_size)
-  rows = preference_rows(score_fn, batches, families, exchanges=_value_maps(spec, vocab))
+  rows = preference_rows(score_fn, batches, families, exchanges=_exchange_tables(spec, vocab))
   print(f"{args.workdir} step {step}: D prefers the true caption of a real validation image over a copy with one "
         f"word of the family swapped or two of its words exchanged ({args.images} images)")
-  print("| swapped | captions | by sentence-image cosine | by D's logit | mean cosine gap |\n|---|---|---|---|---|")
+  print("| swapped | captions | by sentence-image cosine | by D's logit | by word-region score | mean cosine gap |\n"
+        "|---|---|---|---|---|---|")
   for row in rows:
     print(f"| {row['family']} | {row['captions']} | {row['cosine_wins']:.3f} | {row['logit_wins']:.3f} | "
-          f"{row['cosine_gap']:.3f} |")
+          f"{row['word_region_wins']:.3f} | {row['cosine_gap']:.3f} |")
   return 0
 
 

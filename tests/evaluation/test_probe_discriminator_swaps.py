@@ -29,7 +29,7 @@ def _colour_only_d(images, token_ids, token_mask):
   """Scores 1 when the caption names the image's colour; blind to shape."""
   del token_mask
   match = np.any(token_ids == images[:, 0, 0, 0][:, None], axis=1).astype(np.float32)
-  return match, 2.0 * match
+  return match, 2.0 * match, -match
 
 
 def test_preference_rows_tell_a_seen_attribute_from_an_ignored_one():
@@ -40,19 +40,18 @@ def test_preference_rows_tell_a_seen_attribute_from_an_ignored_one():
   assert by_name["red ..."]["captions"] == 64
   assert by_name["red ..."]["cosine_wins"] == 1.0 and by_name["red ..."]["logit_wins"] == 1.0
   assert by_name["red ..."]["cosine_gap"] == 1.0
+  assert by_name["red ..."]["word_region_wins"] == 0.0        # the stub's third score prefers the wrong colour
   assert by_name["circle ..."]["cosine_wins"] == 0.5 and by_name["circle ..."]["cosine_gap"] == 0.0
   # Another caption of the batch names another colour about 2/3 of the time (3 colours): wins 2/3 + ties 1/6.
   assert 0.7 < by_name["random caption"]["cosine_wins"] < 0.95
 
 
-def test_exchange_words_swaps_the_first_two_words_of_different_values():
-  value_of = {4: 0, 5: 0, 6: 1}                     # 4 and 5 are synonyms of one value, 6 another
-  ids = np.array([[1, 4, 8, 6, 2], [1, 4, 5, 6, 2], [1, 4, 8, 5, 2], [1, 7, 8, 9, 2]])
-  exchanged, valid = probe.exchange_words(ids, value_of)
-  np.testing.assert_array_equal(exchanged, [[1, 6, 8, 4, 2], [1, 6, 5, 4, 2], [1, 4, 8, 5, 2], [1, 7, 8, 9, 2]])
-  np.testing.assert_array_equal(valid, [True, True, False, False])
-  assert probe._value_maps(SPEC, VOCAB) == {   # pylint: disable=protected-access
-      "red ...": {4: 0, 5: 1, 6: 2}, "circle ...": {7: 0, 8: 1, 9: 2}}
+def test_exchange_tables_one_per_family():
+  tables = probe._exchange_tables(SPEC, VOCAB)   # pylint: disable=protected-access
+  assert list(tables) == ["red ...", "circle ..."]
+  np.testing.assert_array_equal(tables["red ..."].ids, [4, 5, 6])
+  np.testing.assert_array_equal(tables["red ..."].value, [0, 1, 2])
+  np.testing.assert_array_equal(tables["circle ..."].ids, [7, 8, 9])
 
 
 def _two_colour_batches(rng, n_batches=4, n=16):
@@ -69,18 +68,18 @@ def _binding_d(images, token_ids, token_mask):
   """1 when each colour stands in its place."""
   del token_mask
   match = np.all(token_ids[:, 1:3] == images[:, 0, :2, 0], axis=1).astype(np.float32)
-  return match, match
+  return match, match, match
 
 
 def _bag_d(images, token_ids, token_mask):
   """1 when the caption names the image's colours, in any order."""
   del token_mask
   match = np.all(np.sort(token_ids[:, 1:3], axis=1) == np.sort(images[:, 0, :2, 0], axis=1), axis=1)
-  return match.astype(np.float32), match.astype(np.float32)
+  return match.astype(np.float32), match.astype(np.float32), match.astype(np.float32)
 
 
 def test_exchanged_rows_tell_a_binding_d_from_a_bag_of_words_d():
-  exchanges = probe._value_maps(SPEC, VOCAB)   # pylint: disable=protected-access
+  exchanges = probe._exchange_tables(SPEC, VOCAB)   # pylint: disable=protected-access
   expected = {_binding_d: 1.0, _bag_d: 0.5}
   for score_fn, want in expected.items():
     rows = probe.preference_rows(score_fn, _two_colour_batches(np.random.default_rng(1)), {}, exchanges=exchanges)
@@ -88,5 +87,5 @@ def test_exchanged_rows_tell_a_binding_d_from_a_bag_of_words_d():
     assert [row["family"] for row in rows] == ["red ... exchanged", "circle ... exchanged", "random caption"]
     colour = by_name["red ... exchanged"]
     assert 30 < colour["captions"] < 64          # only captions with two different colours (about 2/3)
-    assert colour["cosine_wins"] == want and colour["logit_wins"] == want
+    assert colour["cosine_wins"] == want and colour["logit_wins"] == want and colour["word_region_wins"] == want
     assert by_name["circle ... exchanged"]["captions"] == 0
