@@ -6,12 +6,12 @@
 G learns an attribute through D: the sentence-image loss rewards fakes whose D features match their caption's
 projection better than other captions'. For each family of --words (default: the run's loss.swap_words, else
 configs/shapes.py's) this swaps one word of that family in each validation caption (xmc_gan_jax/word_swaps.py) and
-prints, over the captions that have such a word, how often D scores the real image with its true caption above
-the swapped one: by the cosine of the sentence-image loss, by D's conditional logit and by the word-region score
-of D's regions (`losses.paired_word_region_scores`). 0.5 = D ignores the attribute. Rows "... exchanged" do the same with the caption's first two words of different values of the family
-exchanged (e.g. "a red circle on the left and a blue square on the right" against blue and red exchanged): the
-binding that a bag of words cannot see. A row for a random other caption of the batch gives the in-batch
-negatives' level.
+prints, over the captions that have such a word, how often D scores the real image with its true caption above the
+swapped one: by the cosine of the sentence-image loss, by D's conditional logit and by the word-region score of D's
+regions (`losses.paired_word_region_scores`). 0.5 = D ignores the attribute. Rows "... exchanged" do the same with
+the caption's first two words of different values of the family exchanged (e.g. "a red circle on the left and a
+blue square on the right" against blue and red exchanged): the binding that a bag of words cannot see. A row for a
+random other caption of the batch gives the in-batch negatives' level.
 """
 import argparse
 import os

@@ -36,19 +36,15 @@ def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count
   swaps = config.loss.swap_negatives
   if not isinstance(swaps, int) or isinstance(swaps, bool) or swaps < 0:
     raise ValueError(f"loss.swap_negatives must be an int >= 0 (swapped captions per example), got {swaps!r}.")
-  if swaps and not config.loss.sentence_weight:
-    raise ValueError("loss.swap_negatives > 0 adds negatives to the sentence-image loss, which "
-                     "loss.sentence_weight=0 turns off; set one of them differently.")
-  if swaps and not config.loss.swap_words.strip():
-    raise ValueError("loss.swap_negatives > 0 needs loss.swap_words (e.g. 'circle/disk|square/box|triangle, "
-                     "red|green|blue'; see xmc_gan_jax/word_swaps.py).")
-  exchange = config.loss.exchange_negatives
-  if exchange and not config.loss.word_weight:
-    raise ValueError("loss.exchange_negatives adds negatives to the word-region loss, which loss.word_weight=0 "
-                     "turns off; set one of them differently.")
-  if exchange and not config.loss.swap_words.strip():
-    raise ValueError("loss.exchange_negatives needs loss.swap_words, the families whose words it exchanges (e.g. "
-                     "'red|green|blue'; see xmc_gan_jax/word_swaps.py).")
+  negatives = (("loss.swap_negatives > 0", swaps, "sentence-image", "sentence_weight"),
+               ("loss.exchange_negatives", config.loss.exchange_negatives, "word-region", "word_weight"))
+  for option, enabled, term, weight in negatives:
+    if enabled and not config.loss[weight]:
+      raise ValueError(f"{option} adds negatives to the {term} loss, which loss.{weight}=0 turns off; set one of "
+                       "them differently.")
+    if enabled and not config.loss.swap_words.strip():
+      raise ValueError(f"{option} needs loss.swap_words, the families of words it uses (e.g. "
+                       "'circle/disk|square/box|triangle, red|green|blue'; see xmc_gan_jax/word_swaps.py).")
   if config.dataset.name not in _DATASETS:
     raise ValueError(f"dataset.name={config.dataset.name!r} is not one of {_DATASETS}.")
   if config.text_encoder.pooling not in text_encoder.POOLINGS:

@@ -8,8 +8,9 @@ of L_D and G's gradient of L_G from it through two vjp cotangents, as the origin
 With `loss.swap_negatives` = K > 0 each image's sentence-image loss (both sides) also has K copies of its caption
 with one attribute word swapped as negatives, and with `loss.exchange_negatives` each image's word-region loss
 (both sides) also has its caption with two words of a family exchanged as a negative (word_swaps; neither is in
-the original). The EMA of G follows each G update. A step whose losses or gradients are not finite leaves the state unchanged (except `step`) and reports
-`nonfinite = 1`, so the trainer can stop with the last good state intact.
+the original). The EMA of G follows each G update. A step whose losses or gradients are not finite leaves the
+state unchanged (except `step`) and reports `nonfinite = 1`, so the trainer can stop with the last good state
+intact.
 """
 from typing import Any
 
