@@ -83,8 +83,8 @@ def preference_rows(score_fn, batches, families: dict[str, object], rng_seed: in
     columns = [np.concatenate(x) if x else np.zeros(0) for x in columns]
     n = len(columns[0])
     row = {"family": name, "captions": n}
-    for key, values in zip([f"{s}_wins" for s in SCORES] + ["cosine_gap"], columns):
-      row[key] = float(np.mean(values)) if n else float("nan")
+    for column, values in zip([f"{s}_wins" for s in SCORES] + ["cosine_gap"], columns):
+      row[column] = float(np.mean(values)) if n else float("nan")
     out.append(row)
   return out
 
@@ -94,18 +94,12 @@ def _family_name(values: list[list[str]]) -> str:
   return values[0][0] + " ..."
 
 
-def _family_tables(spec: str, vocab: list[str]) -> dict[str, object]:
-  """One SwapTable per family of the spec, named by `_family_name`."""
+def _family_tables(spec: str, vocab: list[str], exchange: bool = False) -> dict[str, object]:
+  """One table per family of the spec, named by `_family_name`: word_swaps.SwapTable, or ExchangeTable when
+  `exchange`."""
   from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
-  return {_family_name(values): word_swaps.build_table(word_swaps.join_family(values), vocab)
-          for values in word_swaps.parse_spec(spec)}
-
-
-def _exchange_tables(spec: str, vocab: list[str]) -> dict[str, object]:
-  """One ExchangeTable per family of the spec, named by `_family_name`."""
-  from xmc_gan_jax import word_swaps  # pylint: disable=g-import-not-at-top
-  return {_family_name(values): word_swaps.build_exchange_table(word_swaps.join_family(values), vocab)
-          for values in word_swaps.parse_spec(spec)}
+  build = word_swaps.build_exchange_table if exchange else word_swaps.build_table
+  return {_family_name(values): build(word_swaps.join_family(values), vocab) for values in word_swaps.parse_spec(spec)}
 
 
 def main(argv=None) -> int:
@@ -144,7 +138,7 @@ def main(argv=None) -> int:
 
   batches = sources.eval_source(config, trainer.text.vocab_path, trainer.text.vocab_size,
                                 num_examples=args.images, batch_size=config.eval.batch_size)
-  rows = preference_rows(score_fn, batches, families, exchanges=_exchange_tables(spec, vocab))
+  rows = preference_rows(score_fn, batches, families, exchanges=_family_tables(spec, vocab, exchange=True))
   print(f"{args.workdir} step {step}: D prefers the true caption of a real validation image over a copy with one "
         f"word of the family swapped or two of its words exchanged ({args.images} images)")
   print("| swapped | captions | by sentence-image cosine | by D's logit | by word-region score | mean cosine gap |\n"

@@ -53,7 +53,8 @@ def describe(config: ml_collections.ConfigDict) -> str:
   config_validation.validate(config, sharding.batch_devices(mesh), jax.process_count())
   bert_config, source = text_encoder_architecture(config.text_encoder.path)
   text_module = encoder_for_features(bert_config, config.text_encoder.features)
-  # Only the swap table's shape matters here, and it depends on the spec alone (the weights may be absent).
+  # Only the swap and exchange tables' shapes matter here, and they depend on the spec alone (the weights may be
+  # absent).
   vocab = word_swaps.spec_words(config.loss.swap_words) if model_factory.needs_vocab(config) else None
   modules = model_factory.build_modules(config, text_module, bert_config.hidden_size, vocab=vocab)
   state = train_state.abstract_state(modules, config)

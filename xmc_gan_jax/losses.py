@@ -270,9 +270,9 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
   words = jnp.where(mask[..., None], words.astype(dtype), 0)
   words = l2_normalize(words).reshape(groups, g, t, e)
   regions = l2_normalize(regions.astype(dtype)).reshape(groups, g, regions.shape[1], e)
-  scores = _word_region_scores(words, mask.reshape(groups, g, t), regions, gamma1, gamma2)
+  logits = gamma3 * _word_region_scores(words, mask.reshape(groups, g, t), regions, gamma1, gamma2)
   if hard_words is None:
-    return _symmetric_ce(gamma3 * scores)
+    return _symmetric_ce(logits)
   hard_words = jnp.asarray(hard_words)
   if hard_words.ndim != 4 or hard_words.shape[0] != n or hard_words.shape[2:] != (t, e) or hard_mask is None \
       or jnp.shape(hard_mask) != hard_words.shape[:3] or hard_valid is None \
@@ -291,8 +291,8 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
                                           hard_regions.reshape(n * k, -1, e), gamma1, gamma2).reshape(n, k)
   hard_logits = jnp.where(valid, gamma3 * hard_scores, -jnp.inf).reshape(groups, g, k)
   # Rows of the transposed logits are images, so the extra texts join each image's softmax over texts.
-  loss, metrics = _symmetric_ce(jnp.swapaxes(gamma3 * scores, -1, -2), hard_logits)
-  positive = jnp.diagonal(gamma3 * scores, axis1=-2, axis2=-1)[..., None]
+  loss, metrics = _symmetric_ce(jnp.swapaxes(logits, -1, -2), hard_logits)
+  positive = jnp.diagonal(logits, axis1=-2, axis2=-1)[..., None]
   valid = valid.reshape(groups, g, k)
   below = jnp.sum(jnp.where(valid, (hard_logits < positive).astype(jnp.float32), 0.0))
   metrics["hard_accuracy"] = below / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)

@@ -66,8 +66,8 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
   """
   swap_table = exchange_table = None
   if needs_vocab(config) and vocab is None:
-    raise ValueError("loss.swap_negatives > 0 and loss.exchange_negatives need the text encoder's vocabulary to "
-                     "find loss.swap_words.")
+    raise ValueError("loss.swap_negatives > 0 or loss.exchange_negatives=True needs the text encoder's "
+                     "vocabulary to find loss.swap_words.")
   if config.loss.swap_negatives:
     swap_table = word_swaps.build_table(config.loss.swap_words, vocab)
   if config.loss.exchange_negatives:

@@ -47,7 +47,7 @@ def test_preference_rows_tell_a_seen_attribute_from_an_ignored_one():
 
 
 def test_exchange_tables_one_per_family():
-  tables = probe._exchange_tables(SPEC, VOCAB)   # pylint: disable=protected-access
+  tables = probe._family_tables(SPEC, VOCAB, exchange=True)   # pylint: disable=protected-access
   assert list(tables) == ["red ...", "circle ..."]
   np.testing.assert_array_equal(tables["red ..."].ids, [4, 5, 6])
   np.testing.assert_array_equal(tables["red ..."].value, [0, 1, 2])
@@ -79,7 +79,7 @@ def _bag_d(images, token_ids, token_mask):
 
 
 def test_exchanged_rows_tell_a_binding_d_from_a_bag_of_words_d():
-  exchanges = probe._exchange_tables(SPEC, VOCAB)   # pylint: disable=protected-access
+  exchanges = probe._family_tables(SPEC, VOCAB, exchange=True)   # pylint: disable=protected-access
   expected = {_binding_d: 1.0, _bag_d: 0.5}
   for score_fn, want in expected.items():
     rows = probe.preference_rows(score_fn, _two_colour_batches(np.random.default_rng(1)), {}, exchanges=exchanges)
