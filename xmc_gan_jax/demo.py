@@ -132,18 +132,16 @@ def main(argv=None) -> int:
   config = build_config(args)
   _log(f"{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} cores; workdir {workdir}")
   trainer = train.Trainer(config)
-  train_seconds = deadline - time.time() - EVAL_RESERVE_SECONDS
-  config.unlock()
-  config.max_train_seconds = max(int(train_seconds), 1)
-  config.lock()
-  _log(f"training configs/shapes.py ({config.model.image_size} px) for {config.max_train_seconds / 60:.1f} min; "
-       f"TensorBoard: tensorboard --logdir {workdir}")
+  # One clock for stopping and for the progress lines; the dataset's first generation counts against it.
+  train_deadline = deadline - EVAL_RESERVE_SECONDS
+  _log(f"training configs/shapes.py ({config.model.image_size} px) for "
+       f"{max(train_deadline - time.time(), 0) / 60:.1f} min; TensorBoard: tensorboard --logdir {workdir}")
   start = time.time()
   start_step = trainer.checkpoint_step(workdir)
 
   def progress(step, scalars):
     rate = scalars.get("train/steps_per_sec", 0.0)
-    left = max(0.0, config.max_train_seconds - (time.time() - start))
+    left = max(0.0, train_deadline - time.time())
     if rate > 0:  # a step budget (--set total_steps=N) may end training before the time budget
       left = min(left, (config.total_steps - step) / rate)
     _log(f"step {step:6d} | {rate:5.2f} steps/s | {left / 60:4.1f} min left | "
@@ -151,7 +149,7 @@ def main(argv=None) -> int:
          f"sentence acc real {scalars.get('train/real_sentence_accuracy', 0):.2f} "
          f"fake {scalars.get('train/fake_sentence_accuracy', 0):.2f}")
 
-  state = trainer.run(workdir, on_log=progress)
+  state = trainer.run(workdir, on_log=progress, deadline=train_deadline)
   seconds = time.time() - start
   steps = int(jax.device_get(state.step))
 

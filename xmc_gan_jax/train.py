@@ -148,11 +148,14 @@ class Trainer:
     checkpointer.close()
     return step or 0
 
-  def run(self, workdir: str, evaluator=None, on_log=None) -> train_state.TrainState:
-    """Trains to `config.total_steps` (or `config.max_train_seconds`), resuming from WORKDIR/checkpoints.
+  def run(self, workdir: str, evaluator=None, on_log=None, deadline: float | None = None) -> train_state.TrainState:
+    """Trains to `config.total_steps`, resuming from WORKDIR/checkpoints.
 
-    `on_log(step, scalars)`, if given, is called with the logged scalars every `log_every_steps`.
-    Returns the final state.
+    Training also stops, with a checkpoint, after `config.max_train_seconds` of this call's loop or once
+    `deadline` (unix seconds; the clock of `time.time()`) has passed, whichever comes first. Set-up before the
+    loop (restoring, building the input pipeline, generating a TFDS dataset) counts against `deadline` but not
+    against `max_train_seconds`. `on_log(step, scalars)`, if given, is called with the logged scalars every
+    `log_every_steps`. Returns the final state.
     """
     from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
@@ -172,7 +175,9 @@ class Trainer:
     last_log_time, last_log_step = time.time(), start
     meta = {"config": config.to_json_best_effort()}
     step = start
-    run_start = time.time()
+    stop_time = deadline if deadline is not None else float("inf")
+    if config.max_train_seconds:
+      stop_time = min(stop_time, time.time() + config.max_train_seconds)
     with checkpointing.PreemptionWatcher() as preemption:
       while step < config.total_steps:
         host_batch = next(data)
@@ -182,7 +187,7 @@ class Trainer:
         step += 1
         pending.append(metrics)
         progress(step)
-        out_of_time = bool(config.max_train_seconds) and time.time() - run_start > config.max_train_seconds
+        out_of_time = time.time() > stop_time
         is_last = step == config.total_steps or out_of_time
         if step % config.log_every_steps == 0 or is_last or preemption.requested:
           steps_per_sec = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
@@ -216,7 +221,7 @@ class Trainer:
           logging.warning("SIGTERM received: saved step %d, exiting.", step)
           break
         if out_of_time:
-          logging.info("max_train_seconds=%d reached at step %d: saved, stopping.", config.max_train_seconds, step)
+          logging.info("Time budget (max_train_seconds or deadline) reached at step %d: saved, stopping.", step)
           break
     checkpointer.close()
     writer.flush()

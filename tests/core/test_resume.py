@@ -3,6 +3,7 @@ import dataclasses
 import glob
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -43,6 +44,18 @@ def test_events_hold_train_scalars(tmp_path):
               "train/image_loss", "train/steps_per_sec"):
     assert tag in tags, (tag, sorted(tags))
   assert "samples/ema" in set(acc.Tags()["images"]) | set(acc.Tags()["tensors"])
+
+
+def test_passed_deadline_stops_after_one_step_with_a_checkpoint(tmp_path):
+  config = tiny_setup.tiny_config(**{"total_steps": 50, "checkpoint_every_steps": 100, "log_every_steps": 100,
+                                     "sample_every_steps": 100})
+  logged = []
+  state = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder()).run(
+      str(tmp_path), on_log=lambda step, scalars: logged.append(step), deadline=time.time() - 1.0)
+  assert int(jax.device_get(state.step)) == 1
+  assert logged == [1]
+  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [1]
+  assert not train.training_done(str(tmp_path))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
