@@ -14,7 +14,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # sub-batches: the first ones update D only, the last one updates D and G from one forward pass.
   config.batch_size = 16
   config.total_steps = 1000
-  config.max_train_seconds = 0          # stop (and checkpoint) after this much training wall time; 0 = no limit
+  # Stop (and checkpoint) after this much training wall time; 0 = no limit. Single host only: each process
+  # decides from its own clock, so hosts could stop at different steps.
+  config.max_train_seconds = 0
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.sample_every_steps = 500
