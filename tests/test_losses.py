@@ -326,7 +326,9 @@ def test_jit_matches_eager():
                         (jit_w(words, mask, regions), losses.word_region_loss(words, mask, regions, group_size=2))):
     _close(jitted[0], float(eager[0]))
     _close(jitted[1]["accuracy"], float(eager[1]["accuracy"]))
-    _close(jitted[1]["entropy"], float(eager[1]["entropy"]))
+    # Near one-hot rows: the entropy (~0.01 nats) sums p * log p with log p from a float32 log-softmax of logits
+    # of tens, so fused and unfused code differ by ~1e-6 nats absolute (1.5e-6 seen on an AVX2-only CPU).
+    _close(jitted[1]["entropy"], float(eager[1]["entropy"]), atol=1e-5)
   _close(jax.jit(losses.hinge_d_loss)(a[:, 0], b[:, 0]), ref.hinge_d(a[:, 0], b[:, 0]))
 
 
