@@ -46,15 +46,27 @@ def test_events_hold_train_scalars(tmp_path):
   assert "samples/ema" in set(acc.Tags()["images"]) | set(acc.Tags()["tensors"])
 
 
-def test_passed_deadline_stops_after_one_step_with_a_checkpoint(tmp_path):
-  config = tiny_setup.tiny_config(**{"total_steps": 50, "checkpoint_every_steps": 100, "log_every_steps": 100,
-                                     "sample_every_steps": 100})
+@pytest.mark.parametrize("budget", ["deadline", "max_train_seconds"])
+def test_time_budget_stops_early_with_a_checkpoint(budget, tmp_path):
+  # deadline: already passed, so exactly one step. max_train_seconds=1: on_log sleeps past it at step 1 (the
+  # first step's compilation may already have), so training stops at step 1 or 2, far short of total_steps.
+  config = tiny_setup.tiny_config(**{"total_steps": 50, "checkpoint_every_steps": 100, "log_every_steps": 1,
+                                     "sample_every_steps": 100,
+                                     "max_train_seconds": 1 if budget == "max_train_seconds" else 0})
   logged = []
+
+  def on_log(step, scalars):
+    del scalars
+    logged.append(step)
+    time.sleep(1.1)
+
+  deadline = time.time() - 1.0 if budget == "deadline" else None
   state = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder()).run(
-      str(tmp_path), on_log=lambda step, scalars: logged.append(step), deadline=time.time() - 1.0)
-  assert int(jax.device_get(state.step)) == 1
-  assert logged == [1]
-  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [1]
+      str(tmp_path), on_log=on_log, deadline=deadline)
+  step = int(jax.device_get(state.step))
+  assert step == 1 if budget == "deadline" else step in (1, 2)
+  assert logged == list(range(1, step + 1))
+  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [step]
   assert not train.training_done(str(tmp_path))
 
 
