@@ -40,3 +40,8 @@ DEMO_MINUTES ?= 20
 demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && \
 	  $(PY) -m xmc_gan_jax.demo --workdir=$(WORKDIR) --minutes=$(DEMO_MINUTES) --start-time=$$start
+
+# shellcheck for launch/*.sh (tests/launch fails without it); CI runs this before the tests.
+.PHONY: shellcheck
+shellcheck:
+	command -v shellcheck >/dev/null || (apt-get install -y shellcheck || (apt-get update && apt-get install -y shellcheck))
