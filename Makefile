@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: install test tools-venv clean
+.PHONY: install test test-fast tools-venv clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,12 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt set
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The complete suite (what .ci/run runs); test-fast leaves out the tests marked slow (compiles, subprocesses).
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 # A separate venv with the PyTorch reference implementations, only for regenerating goldens in tools/.
 tools-venv: .venv-tools/.installed
@@ -39,7 +43,7 @@ DEMO_MINUTES ?= 20
 .PHONY: demo
 demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory install && \
-	  $(PY) -m xmc_gan_jax.demo --workdir=$(WORKDIR) --minutes=$(DEMO_MINUTES) --start-time=$$start
+	  $(PY) -m xmc_gan_jax.demo --workdir=$(WORKDIR) --minutes=$(DEMO_MINUTES) --start_time=$$start
 
 # shellcheck for launch/*.sh (tests/launch fails without it); CI runs this before the tests.
 .PHONY: shellcheck

@@ -11,12 +11,11 @@ Text encoder: BERT-base uncased, an HF-format folder (config.json, vocab.txt, mo
 once, e.g. `huggingface-cli download bert-base-uncased --local-dir bert-base-uncased`, then
 `--config.text_encoder.path=bert-base-uncased`. `--mode=describe` works without the weights.
 """
-from configs import arg_parsing
 from configs import common
 
 
 def get_config(arg=None):
-  args = arg_parsing.parse_config_arg(arg, {"res": 256})
+  args = common.parse_variant(arg, {"res": 256})
   if args["res"] not in (128, 256):
     raise ValueError(f"coco.py supports res=128 or res=256, got {args['res']}.")
   config = common.get_base_config()

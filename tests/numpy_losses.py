@@ -73,29 +73,6 @@ def contrastive(a, b, temperature=0.1, group_size=0):
   return _symmetric_ce_stats(matrices)
 
 
-def contrastive_with_hard(a, b, hard_b, hard_valid, temperature=0.1, group_size=0):
-  """Symmetric InfoNCE where row i of a also scores the valid rows of hard_b[i] (rows only).
-
-  Returns (loss, accuracy, fraction of valid hard negatives scored below the positive)."""
-  a, b, hard_b = (np.asarray(x, np.float64) for x in (a, b, hard_b))
-  row_ce, col_ce, row_hit, col_hit, below = [], [], [], [], []
-  for idx in _groups(a.shape[0], group_size):
-    for i in idx:
-      row = [float(np.dot(_unit(a[i]), _unit(b[j]))) / temperature for j in idx]
-      col = [float(np.dot(_unit(a[j]), _unit(b[i]))) / temperature for j in idx]
-      positive = row[idx.index(i)]
-      hard = [float(np.dot(_unit(a[i]), _unit(h))) / temperature
-              for h, ok in zip(hard_b[i], hard_valid[i]) if ok]
-      row_ce.append(_log_sum_exp(row + hard) - positive)
-      col_ce.append(_log_sum_exp(col) - col[idx.index(i)])
-      row_hit.append(float(positive > max(row[:idx.index(i)] + row[idx.index(i) + 1:] + hard, default=-math.inf)))
-      col_hit.append(float(int(np.argmax(col)) == idx.index(i)))
-      below.extend(float(h < positive) for h in hard)
-  loss = sum(row_ce) / len(row_ce) + sum(col_ce) / len(col_ce)
-  accuracy = 0.5 * (sum(row_hit) / len(row_hit) + sum(col_hit) / len(col_hit))
-  return loss, accuracy, sum(below) / max(len(below), 1)
-
-
 def match_score(words, length_mask, regions, gamma1, gamma2):
   """DAMSM score S between one caption ([T, E] words, [T] mask) and one image ([R, E] regions)."""
   regions = [_unit(r) for r in np.asarray(regions, np.float64)]
@@ -126,32 +103,3 @@ def word_region(words, word_mask, regions, gamma1=5.0, gamma2=5.0, gamma3=50.0, 
         m[r, c] = gamma3 * match_score(words[i], word_mask[i], regions[j], gamma1, gamma2)
     matrices.append(m)
   return _symmetric_ce_stats(matrices)
-
-
-def word_region_with_hard(words, word_mask, regions, hard_words, hard_mask, hard_valid, gamma1=5.0, gamma2=5.0,
-                          gamma3=50.0, group_size=0):
-  """Word-region loss where image i also scores the valid texts hard_words[i] (image -> text direction only).
-
-  Returns (loss, accuracy, fraction of valid hard texts scored below the positive)."""
-  words, regions, hard_words = (np.asarray(x, np.float64) for x in (words, regions, hard_words))
-  word_mask, hard_mask = np.asarray(word_mask) != 0, np.asarray(hard_mask) != 0
-
-  def logit(caption, mask, image):
-    return gamma3 * match_score(caption, mask, regions[image], gamma1, gamma2)
-
-  image_ce, text_ce, image_hit, text_hit, below = [], [], [], [], []
-  for idx in _groups(words.shape[0], group_size):
-    for i in idx:
-      texts = [logit(words[j], word_mask[j], i) for j in idx]        # image i against the group's texts
-      images = [logit(words[i], word_mask[i], j) for j in idx]       # text i against the group's images
-      hard = [logit(h, m, i) for h, m, ok in zip(hard_words[i], hard_mask[i], hard_valid[i]) if ok]
-      positive = texts[idx.index(i)]
-      image_ce.append(_log_sum_exp(texts + hard) - positive)
-      text_ce.append(_log_sum_exp(images) - images[idx.index(i)])
-      others = texts[:idx.index(i)] + texts[idx.index(i) + 1:] + hard
-      image_hit.append(float(positive > max(others, default=-math.inf)))
-      text_hit.append(float(int(np.argmax(images)) == idx.index(i)))
-      below.extend(float(h < positive) for h in hard)
-  loss = sum(image_ce) / len(image_ce) + sum(text_ce) / len(text_ce)
-  accuracy = 0.5 * (sum(image_hit) / len(image_hit) + sum(text_hit) / len(text_hit))
-  return loss, accuracy, sum(below) / max(len(below), 1)

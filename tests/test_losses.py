@@ -87,40 +87,6 @@ def test_contrastive_matches_numpy(group_size):
   assert loss.dtype == jnp.float32 and loss.shape == ()
 
 
-@pytest.mark.parametrize("group_size", [0, 4])
-def test_contrastive_hard_negatives_match_numpy(group_size):
-  a, b = _paired_features(seed=5)
-  rng = np.random.default_rng(1)
-  hard = (b[:, None, :] + 0.7 * rng.normal(size=(8, 3, 16))).astype(np.float32)
-  valid = rng.random((8, 3)) < 0.6
-  valid[2] = False                                  # a row without hard negatives
-  loss, metrics = losses.contrastive_loss(a, b, 0.1, group_size, hard_b=hard, hard_valid=valid)
-  want_loss, want_acc, want_hard = ref.contrastive_with_hard(a, b, hard, valid, 0.1, group_size)
-  _close(loss, want_loss)
-  _close(metrics["accuracy"], want_acc)
-  _close(metrics["hard_accuracy"], want_hard)
-  assert 0.0 < want_hard < 1.0
-
-
-def test_contrastive_invalid_hard_negatives_change_nothing():
-  a, b = _paired_features(seed=6)
-  hard = np.full((8, 2, 16), np.nan, np.float32)     # NaN rows must not leak through the mask
-  plain, plain_metrics = losses.contrastive_loss(a, b)
-  masked, metrics = losses.contrastive_loss(a, b, hard_b=hard, hard_valid=np.zeros((8, 2), bool))
-  _close(masked, float(plain))
-  _close(metrics["entropy"], float(plain_metrics["entropy"]))
-  grad = jax.grad(lambda x: losses.contrastive_loss(x, b, hard_b=hard, hard_valid=np.zeros((8, 2), bool))[0])(a)
-  _close(grad, np.asarray(jax.grad(lambda x: losses.contrastive_loss(x, b)[0])(a)))
-
-
-def test_contrastive_hard_negative_shape_errors():
-  a, b = _paired_features()
-  with pytest.raises(ValueError, match="hard_b must be"):
-    losses.contrastive_loss(a, b, hard_b=np.zeros((8, 16), np.float32), hard_valid=np.ones((8,), bool))
-  with pytest.raises(ValueError, match="hard_valid"):
-    losses.contrastive_loss(a, b, hard_b=np.zeros((8, 1, 16), np.float32))
-
-
 def test_contrastive_group_differs_from_whole_batch():
   a, b = _paired_features(seed=3)
   whole, _ = losses.contrastive_loss(a, b, group_size=0)
@@ -203,66 +169,6 @@ def test_word_region_padded_garbage_changes_nothing():
     assert float(other_loss) == float(clean_loss)
     np.testing.assert_array_equal(np.asarray(gw), np.asarray(clean_gw))
     np.testing.assert_array_equal(np.asarray(gr), np.asarray(clean_gr))
-
-
-def test_paired_word_region_scores_match_numpy():
-  words, mask, regions = _word_region_inputs(seed=8)
-  got = losses.paired_word_region_scores(words, mask, regions, gamma1=3.0, gamma2=7.0)
-  _close(got, [ref.match_score(words[i], mask[i] != 0, regions[i], 3.0, 7.0) for i in range(len(words))])
-
-
-def _hard_texts(words, mask, seed):
-  """Two extra texts per caption: its words reversed along T and its words, each with noise (the score ignores word
-  order, so a reversed copy alone would tie with the positive), some unused."""
-  rng = np.random.default_rng(seed)
-  hard = np.stack([words[:, ::-1] + 0.3 * rng.normal(size=words.shape), words + 0.8 * rng.normal(size=words.shape)],
-                  axis=1).astype(np.float32)
-  hard_mask = np.stack([mask[:, ::-1], mask], axis=1)
-  valid = rng.random(hard.shape[:2]) < 0.7
-  valid[3] = False                                  # an image without extra texts
-  valid[0] = True
-  return hard, hard_mask, valid
-
-
-@pytest.mark.parametrize("group_size", [0, 2])
-def test_word_region_hard_texts_match_numpy(group_size):
-  words, mask, regions = _word_region_inputs(seed=20 + group_size)
-  hard, hard_mask, valid = _hard_texts(words, mask, seed=group_size)
-  loss, metrics = losses.word_region_loss(words, mask, regions, group_size=group_size, hard_words=hard,
-                                          hard_mask=hard_mask, hard_valid=valid)
-  want_loss, want_acc, want_hard = ref.word_region_with_hard(words, mask, regions, hard, hard_mask, valid,
-                                                             group_size=group_size)
-  _close(loss, want_loss)
-  _close(metrics["accuracy"], want_acc)
-  _close(metrics["hard_accuracy"], want_hard)
-  plain, _ = losses.word_region_loss(words, mask, regions, group_size=group_size)
-  assert float(loss) > float(plain) and want_hard > 0.0
-
-
-def test_word_region_unused_hard_texts_change_nothing():
-  words, mask, regions = _word_region_inputs(seed=7)
-  hard = np.full((8, 2) + words.shape[1:], np.nan, np.float32)     # NaN rows must not leak through the mask
-  unused = dict(hard_words=hard, hard_mask=np.zeros((8, 2, words.shape[1]), bool), hard_valid=np.zeros((8, 2), bool))
-
-  def loss_fn(w, r, **hard_texts):
-    return losses.word_region_loss(w, mask, r, **hard_texts)[0]
-
-  plain, plain_grads = jax.value_and_grad(loss_fn, argnums=(0, 1))(words, regions)
-  masked, grads = jax.value_and_grad(functools.partial(loss_fn, **unused), argnums=(0, 1))(words, regions)
-  _close(masked, float(plain))
-  for got, want in zip(grads, plain_grads):
-    _close(got, np.asarray(want))
-
-
-def test_word_region_hard_text_shape_errors():
-  words, mask, regions = _word_region_inputs()
-  hard = words[:, None]
-  with pytest.raises(ValueError, match="hard_words must be"):
-    losses.word_region_loss(words, mask, regions, hard_words=words, hard_mask=mask, hard_valid=np.ones(8, bool))
-  with pytest.raises(ValueError, match="hard_mask"):
-    losses.word_region_loss(words, mask, regions, hard_words=hard, hard_valid=np.ones((8, 1), bool))
-  with pytest.raises(ValueError, match="hard_valid"):
-    losses.word_region_loss(words, mask, regions, hard_words=hard, hard_mask=mask[:, None])
 
 
 def test_word_region_zero_padding_gives_finite_gradients():

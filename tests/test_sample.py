@@ -127,18 +127,6 @@ def test_config_falls_back_to_config_json(tmp_path):
     sample.load_run_config(str(tmp_path / "empty"), NoMeta(), 1)
 
 
-def test_config_of_an_older_run_gets_todays_defaults():
-  """A run saved before a model option existed loads with that option's default (the original behaviour)."""
-  saved = json.loads(test_config.get_config().to_json_best_effort())
-  del saved["model"]["d_coordinate_channels"], saved["model"]["initial_output_level"]
-  saved["model"]["gf_dim"] = 5
-  saved["dataset"]["extra_field_of_that_run"] = "kept"
-  config = sample.with_current_defaults(saved)
-  assert config.model.gf_dim == 5 and config.dataset.extra_field_of_that_run == "kept"
-  assert config.model.d_coordinate_channels is False and config.model.initial_output_level == 0.5
-  assert config.model.image_size == test_config.get_config().model.image_size
-
-
 def test_noise_is_a_function_of_the_seed():
   a = sample.sample_noise(0, 3, 16)
   np.testing.assert_array_equal(a, sample.sample_noise(0, 3, 16))

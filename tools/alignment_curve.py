@@ -3,11 +3,11 @@
     python tools/alignment_curve.py --workdir=runs/demo120 [--images=512] [--untrained]
 
 Tells a slow run from a stuck one without FID's Inception passes (about 10 s per checkpoint at 32 px on 2 CPU
-cores). Each checkpoint is scored like `make demo` scores its last one (`demo.alignment`: the first --images
+cores). Each checkpoint is scored like `make demo` scores its last one (`evaluation.alignment.shapes_alignment`: the first --images
 validation captions, the same fixed noise for every checkpoint); --untrained adds step 0 (the run's initial
 state). Writes WORKDIR/alignment_curve.md (a table) and WORKDIR/alignment_curve.json (one row per step) and prints
 the table. Re-running scores only checkpoints not yet in the JSON (at the same --images), so it can follow a
-running job. Keep more checkpoints while training (`--set keep_checkpoints=40` for `python -m xmc_gan_jax.demo`) to
+running job. Keep more checkpoints while training (`--config.keep_checkpoints=40` for `python -m xmc_gan_jax.demo`) to
 get more points; the default keeps the last 3.
 """
 import argparse
@@ -23,14 +23,14 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 COLUMNS = ("ema_align_color_position", "ema_align_all", "ema_align_color_position_1obj", "ema_align_all_1obj",
-           "ema_align_color_position_2obj", "ema_align_all_2obj", "ema_binding_2obj", "ema_binding_exchanged_2obj")
+           "ema_align_color_position_2obj", "ema_align_all_2obj")
 
 
-def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained: bool = False,
+def score_checkpoints(runtime, config, checkpointer, num_images: int, untrained: bool = False,
                       known: dict[int, dict] | None = None) -> list[dict]:
   """One row {step, images, ema_align_*} per checkpoint of `checkpointer` (and step 0 when `untrained`),
   ascending; steps in `known` (rows of an earlier call with the same num_images) are reused, not re-scored."""
-  from xmc_gan_jax import demo  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax.evaluation import alignment  # pylint: disable=g-import-not-at-top
   known = known or {}
   rows = []
   for step in ([0] if untrained else []) + checkpointer.all_steps():
@@ -38,10 +38,11 @@ def score_checkpoints(trainer, config, checkpointer, num_images: int, untrained:
       rows.append(known[step])
       continue
     if step == 0:
-      state = trainer.init_state()
+      state = runtime.init_state()
     else:
-      state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
-    rows.append(dict(demo.alignment(trainer, state, config, num_images)[0], step=step, images=num_images))
+      state = runtime.restore(checkpointer, step)
+    rows.append(dict(alignment.shapes_alignment(runtime, state, config, num_images)[0], step=step,
+                     images=num_images))
     del state
   return rows
 
@@ -55,9 +56,9 @@ def earlier_rows(path: pathlib.Path, num_images: int) -> dict[int, dict]:
 
 def markdown_table(rows: list[dict]) -> str:
   """| step | colour+position | ... | with three decimals, one line per row; '-' where no caption had that many
-  objects (or, for the binding columns, no two-object caption had two colours)."""
+  objects."""
   names = ("step", "colour+position", "all", "colour+position 1 obj", "all 1 obj", "colour+position 2 obj",
-           "all 2 obj", "2 obj, 2 colours: as captioned", "colours exchanged")
+           "all 2 obj")
   lines = ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
   for row in rows:
     lines.append(f"| {row['step']} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in COLUMNS) + " |")
@@ -74,13 +75,13 @@ def main(argv=None) -> int:
     raise ValueError(f"--images must be >= 1, got {args.images}.")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from xmc_gan_jax import sample, sharding, train  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax import runtime, sample, sharding  # pylint: disable=g-import-not-at-top
   checkpointer, _, config = sample.open_run(args.workdir)
   if config.dataset.name != "shapes":
     raise ValueError(f"{args.workdir} trained on {config.dataset.name!r}; the verifier scores captioned shapes only.")
-  trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  run = runtime.Runtime(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
   json_path = pathlib.Path(args.workdir) / "alignment_curve.json"
-  rows = score_checkpoints(trainer, config, checkpointer, args.images, args.untrained,
+  rows = score_checkpoints(run, config, checkpointer, args.images, args.untrained,
                            earlier_rows(json_path, args.images))
   checkpointer.close()
   table = markdown_table(rows)

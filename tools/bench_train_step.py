@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from xmc_gan_jax import describe, train
+from xmc_gan_jax import describe, runtime
 from xmc_gan_jax.data import random_source
 from xmc_gan_jax.models import text_encoder as text_encoder_lib
 from xmc_gan_jax.models.text_encoder import TextEncoder, load_text_encoder
@@ -44,19 +44,19 @@ def _text_encoder(config):
 def main(argv):
   del argv
   config = FLAGS.config
-  trainer = train.Trainer(config, text_encoder=_text_encoder(config))
-  state = trainer.init_state()
+  run = runtime.Runtime(config, text_encoder=_text_encoder(config))
+  state = run.init_state()
   batches = [random_source.random_batch(config.seed, i, config.batch_size, config.model.image_size,
-                                        config.text_encoder.max_length, trainer.text.vocab_size)
+                                        config.text_encoder.max_length, run.text.vocab_size)
              for i in range(2)]
   start = time.perf_counter()
-  state, metrics = trainer.step(state, batches[0])
+  state, metrics = run.step(state, batches[0])
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
   for i in range(FLAGS.steps):
     start = time.perf_counter()
-    state, metrics = trainer.step(state, batches[i % 2])
+    state, metrics = run.step(state, batches[i % 2])
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   median = statistics.median(times)

@@ -12,6 +12,27 @@ import jax
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
+TRAIN_DONE_FILE = "TRAIN_DONE"
+
+
+def mark_training_done(workdir: str) -> None:
+  """Writes WORKDIR/TRAIN_DONE, which tells `--mode=eval` followers that no more checkpoints will come."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  (epath.Path(workdir) / TRAIN_DONE_FILE).write_text("done\n")
+
+
+def clear_training_done(workdir: str) -> None:
+  """Removes a TRAIN_DONE left by an earlier, shorter run that this run extends."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  marker = epath.Path(workdir) / TRAIN_DONE_FILE
+  if marker.exists():
+    marker.unlink()
+
+
+def training_done(workdir: str) -> bool:
+  """Whether WORKDIR/TRAIN_DONE exists."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return (epath.Path(workdir) / TRAIN_DONE_FILE).exists()
 
 
 class Checkpointer:

@@ -33,18 +33,6 @@ def validate(config: ml_collections.ConfigDict, batch_shards: int, process_count
                       ("loss.contrastive_group_size", config.loss.contrastive_group_size)):
     if group < 0 or (group and sub % group):
       raise ValueError(f"{name}={group} must be 0 (whole sub-batch) or divide the sub-batch size {sub}.")
-  swaps = config.loss.swap_negatives
-  if not isinstance(swaps, int) or isinstance(swaps, bool) or swaps < 0:
-    raise ValueError(f"loss.swap_negatives must be an int >= 0 (swapped captions per example), got {swaps!r}.")
-  negatives = (("loss.swap_negatives > 0", swaps, "sentence-image", "sentence_weight"),
-               ("loss.exchange_negatives", config.loss.exchange_negatives, "word-region", "word_weight"))
-  for option, enabled, term, weight in negatives:
-    if enabled and not config.loss[weight]:
-      raise ValueError(f"{option} adds negatives to the {term} loss, which loss.{weight}=0 turns off; set one of "
-                       "them differently.")
-    if enabled and not config.loss.swap_words.strip():
-      raise ValueError(f"{option} needs loss.swap_words, the families of words it uses (e.g. "
-                       "'circle/disk|square/box|triangle, red|green|blue'; see xmc_gan_jax/word_swaps.py).")
   if config.dataset.name not in _DATASETS:
     raise ValueError(f"dataset.name={config.dataset.name!r} is not one of {_DATASETS}.")
   if config.text_encoder.pooling not in text_encoder.POOLINGS:

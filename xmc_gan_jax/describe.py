@@ -16,7 +16,6 @@ from xmc_gan_jax import model_factory
 from xmc_gan_jax import sharding
 from xmc_gan_jax import steps
 from xmc_gan_jax import train_state
-from xmc_gan_jax import word_swaps
 from xmc_gan_jax.models import bert_weights
 from xmc_gan_jax.models.text_encoder import encoder_for_features
 
@@ -53,10 +52,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
   config_validation.validate(config, sharding.batch_devices(mesh), jax.process_count())
   bert_config, source = text_encoder_architecture(config.text_encoder.path)
   text_module = encoder_for_features(bert_config, config.text_encoder.features)
-  # Only the swap and exchange tables' shapes matter here, and they depend on the spec alone (the weights may be
-  # absent).
-  vocab = word_swaps.spec_words(config.loss.swap_words) if model_factory.needs_vocab(config) else None
-  modules = model_factory.build_modules(config, text_module, bert_config.hidden_size, vocab=vocab)
+  modules = model_factory.build_modules(config, text_module, bert_config.hidden_size)
   state = train_state.abstract_state(modules, config)
   length = config.text_encoder.max_length
   text_params = jax.eval_shape(lambda: text_module.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32),

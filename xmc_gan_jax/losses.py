@@ -82,28 +82,26 @@ def _num_groups(n: int, group_size: int, name: str) -> int:
   return n // group_size
 
 
-def _symmetric_ce(logits: jax.Array, extra_row_logits: jax.Array | None = None) -> Tuple[jax.Array, Metrics]:
+def _symmetric_ce(logits: jax.Array) -> Tuple[jax.Array, Metrics]:
   """Symmetric cross-entropy with diagonal targets over a stack of square logit matrices.
 
   Args:
     logits: [G, g, g] float; logits[k, i, j] scores item i against item j inside group k.
-    extra_row_logits: optional [G, g, K] more negatives of each row only (-inf = absent).
   Returns:
     (loss, metrics): loss = mean over all G*g rows of CE(rows) + mean of CE(columns); metrics `accuracy` and
     `entropy` as described in the module docstring.
   """
   g = logits.shape[-1]
-  rows = logits if extra_row_logits is None else jnp.concatenate([logits, extra_row_logits], axis=-1)
-  row_logp = jax.nn.log_softmax(rows, axis=-1)
+  row_logp = jax.nn.log_softmax(logits, axis=-1)
   col_logp = jax.nn.log_softmax(logits, axis=-2)
-  row_ce = -jnp.mean(jnp.diagonal(row_logp[..., :g], axis1=-2, axis2=-1))
+  row_ce = -jnp.mean(jnp.diagonal(row_logp, axis1=-2, axis2=-1))
   col_ce = -jnp.mean(jnp.diagonal(col_logp, axis1=-2, axis2=-1))
   loss = row_ce + col_ce
 
   target = jnp.arange(g)
-  row_acc = jnp.mean((jnp.argmax(rows, axis=-1) == target).astype(jnp.float32))
+  row_acc = jnp.mean((jnp.argmax(logits, axis=-1) == target).astype(jnp.float32))
   col_acc = jnp.mean((jnp.argmax(logits, axis=-2) == target).astype(jnp.float32))
-  row_entropy = -jnp.sum(jnp.where(jnp.isneginf(rows), 0.0, jnp.exp(row_logp) * row_logp), axis=-1)
+  row_entropy = -jnp.sum(jnp.exp(row_logp) * row_logp, axis=-1)
   metrics = {
       "accuracy": 0.5 * (row_acc + col_acc),
       "entropy": jnp.mean(row_entropy),
@@ -111,24 +109,20 @@ def _symmetric_ce(logits: jax.Array, extra_row_logits: jax.Array | None = None) 
   return loss, metrics
 
 
-def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1, group_size: int = 0,
-                     hard_b: jax.Array | None = None, hard_valid: jax.Array | None = None) -> Tuple[jax.Array, Metrics]:
+def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1,
+                     group_size: int = 0) -> Tuple[jax.Array, Metrics]:
   """Symmetric InfoNCE between paired rows of a and b, as in the original (both directions summed).
 
   Both sides are L2-normalised; logits = a . b^T / temperature inside each group; row i of a is the positive of
-  row i of b. loss = CE over rows + CE over columns, each averaged over all rows of all groups. With `hard_b`, row
-  i of a (a -> b direction only) also has the K negatives hard_b[i] (e.g. its caption with one word swapped).
+  row i of b. loss = CE over rows + CE over columns, each averaged over all rows of all groups.
 
   Args:
     a: [N, D] features (e.g. image features).
     b: [N, D] features (e.g. sentence features).
     temperature: softmax temperature tau > 0 (the original uses 0.1).
     group_size: negatives come from consecutive groups of this many examples; 0 = the whole batch.
-    hard_b: optional [N, K, D] extra negatives of each row of a (not in the original).
-    hard_valid: bool [N, K], which of hard_b to use (required with hard_b).
   Returns:
-    (loss scalar, {"accuracy", "entropy"}, with hard_b also "hard_accuracy": the fraction of valid hard negatives
-    scored below the positive).
+    (loss scalar, {"accuracy", "entropy"}).
   Raises:
     ValueError: on mismatched shapes, N % group_size != 0, or a non-positive temperature.
   """
@@ -144,25 +138,7 @@ def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1, group
   a = l2_normalize(a.astype(dtype)).reshape(groups, n // groups, d)
   b = l2_normalize(b.astype(dtype)).reshape(groups, n // groups, d)
   logits = jnp.einsum("kid,kjd->kij", a, b) / temperature
-  if hard_b is None:
-    return _symmetric_ce(logits)
-  hard_b = jnp.asarray(hard_b)
-  if hard_b.ndim != 3 or hard_b.shape[0] != n or hard_b.shape[2] != d or hard_valid is None or \
-      jnp.shape(hard_valid) != hard_b.shape[:2]:
-    raise ValueError(f"contrastive_loss: hard_b must be [N={n}, K, D={d}] with hard_valid [N, K], got "
-                     f"{hard_b.shape} and {None if hard_valid is None else jnp.shape(hard_valid)}.")
-  k = hard_b.shape[1]
-  valid = jnp.asarray(hard_valid, bool)
-  # Zeroed before use: whatever an unused row holds (even NaN) reaches neither the loss nor the gradient.
-  hard_b = jnp.where(valid[..., None], hard_b.astype(dtype), 0.0)
-  hard_b = l2_normalize(hard_b).reshape(groups, n // groups, k, d)
-  hard_logits = jnp.einsum("kid,kimd->kim", a, hard_b) / temperature
-  valid = valid.reshape(groups, n // groups, k)
-  loss, metrics = _symmetric_ce(logits, jnp.where(valid, hard_logits, -jnp.inf))
-  positive = jnp.diagonal(logits, axis1=-2, axis2=-1)[..., None]
-  below = jnp.sum(jnp.where(valid, (hard_logits < positive).astype(jnp.float32), 0.0))
-  metrics["hard_accuracy"] = below / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
-  return loss, metrics
+  return _symmetric_ce(logits)
 
 
 def _word_region_scores(words: jax.Array, word_mask: jax.Array, regions: jax.Array, gamma1: float,
@@ -193,30 +169,8 @@ def _word_region_scores(words: jax.Array, word_mask: jax.Array, regions: jax.Arr
   return jax.nn.logsumexp(masked, axis=-1) / gamma2
 
 
-def paired_word_region_scores(words: jax.Array, word_mask: jax.Array, regions: jax.Array, gamma1: float = 5.0,
-                              gamma2: float = 5.0) -> jax.Array:
-  """S(text m, image m) of M given (text, image) pairs, as `word_region_loss` defines S.
-
-  Args:
-    words: [M, T, E] word features; word_mask [M, T], nonzero on real words (at least one per row; padded
-      values, even NaN, do not matter); regions: [M, R, E] region features.
-  Returns:
-    [M] scores in [-1, 1] plus at most log(T) / gamma2, in at least float32.
-  """
-  dtype = _compute_dtype(words, regions)
-  word_mask = jnp.asarray(word_mask) != 0
-  words = l2_normalize(jnp.where(word_mask[..., None], jnp.asarray(words).astype(dtype), 0.0))
-  regions = l2_normalize(jnp.asarray(regions).astype(dtype))
-  cos_wr = jnp.einsum("mte,mre->mtr", words, regions)
-  context = jnp.einsum("mtr,mre->mte", jax.nn.softmax(gamma1 * cos_wr, axis=-1), regions)
-  cos_wc = jnp.sum(words * l2_normalize(context), axis=-1)                              # [M, T]
-  return jax.nn.logsumexp(jnp.where(word_mask, gamma2 * cos_wc, -jnp.inf), axis=-1) / gamma2
-
-
 def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array, gamma1: float = 5.0,
-                     gamma2: float = 5.0, gamma3: float = 50.0, group_size: int = 0,
-                     hard_words: jax.Array | None = None, hard_mask: jax.Array | None = None,
-                     hard_valid: jax.Array | None = None) -> Tuple[jax.Array, Metrics]:
+                     gamma2: float = 5.0, gamma3: float = 50.0, group_size: int = 0) -> Tuple[jax.Array, Metrics]:
   """DAMSM-style word-region contrastive loss of the original XMC-GAN (`word_loss`).
 
   For every text i and image j in a group: words and regions are L2-normalised; each real word t attends over
@@ -224,8 +178,6 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
   S(i, j) = (1/gamma2) logsumexp_{real t}(gamma2 cos(word_t, c_t)); logits[i, j] = gamma3 S(i, j) (text i,
   image j). Loss = CE over rows (text -> image) + CE over columns (image -> text), each averaged over all rows
   of all groups. Padded words are fully masked: their values (even NaN) change neither loss nor gradient.
-  With `hard_words`, image i (image -> text direction only) also has the K texts hard_words[i] as negatives (e.g.
-  its caption with two colour words exchanged; not in the original); the rows of `entropy` are then the images'.
 
   Memory: O(g^2 * T * R) floats per group of g examples (g = N when group_size = 0), e.g. g=64, T=17, R=256
   is about 71 MB in float32 per temporary; fine for groups up to ~64, large for a whole global batch.
@@ -238,12 +190,8 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
     gamma2: word aggregation sharpness (original: 5).
     gamma3: logit scale (original: 50).
     group_size: negatives come from consecutive groups of this many examples; 0 = the whole batch.
-    hard_words: optional [N, K, T, E] extra negative texts of each image.
-    hard_mask: [N, K, T] their real words (required with hard_words; rows in use need at least one).
-    hard_valid: bool [N, K], which of hard_words to use (required with hard_words).
   Returns:
-    (loss scalar, {"accuracy", "entropy"}, with hard_words also "hard_accuracy": the fraction of valid hard
-    negatives scored below the positive).
+    (loss scalar, {"accuracy", "entropy"}).
   Raises:
     ValueError: on inconsistent shapes, N % group_size != 0, or (for concrete masks) a caption with no real word.
       Under jit an empty caption cannot be detected and yields NaN.
@@ -271,29 +219,4 @@ def word_region_loss(words: jax.Array, word_mask: jax.Array, regions: jax.Array,
   words = l2_normalize(words).reshape(groups, g, t, e)
   regions = l2_normalize(regions.astype(dtype)).reshape(groups, g, regions.shape[1], e)
   logits = gamma3 * _word_region_scores(words, mask.reshape(groups, g, t), regions, gamma1, gamma2)
-  if hard_words is None:
-    return _symmetric_ce(logits)
-  hard_words = jnp.asarray(hard_words)
-  if hard_words.ndim != 4 or hard_words.shape[0] != n or hard_words.shape[2:] != (t, e) or hard_mask is None \
-      or jnp.shape(hard_mask) != hard_words.shape[:3] or hard_valid is None \
-      or jnp.shape(hard_valid) != hard_words.shape[:2]:
-    raise ValueError(f"word_region_loss: hard_words must be [N={n}, K, T={t}, E={e}] with hard_mask [N, K, T] and "
-                     f"hard_valid [N, K], got {hard_words.shape}, {None if hard_mask is None else jnp.shape(hard_mask)}"
-                     f" and {None if hard_valid is None else jnp.shape(hard_valid)}.")
-  k = hard_words.shape[1]
-  valid = jnp.asarray(hard_valid, bool)
-  used = (jnp.asarray(hard_mask) != 0) & valid[..., None]                              # [N, K, T]
-  # Unused rows are zeroed, every word counted: whatever they hold (even NaN) stays out of loss and gradient.
-  hard_words = jnp.where(used[..., None], hard_words.astype(dtype), 0.0)
-  hard_regions = jnp.repeat(regions.reshape(n, 1, -1, e), k, axis=1)
-  score_mask = (used | ~valid[..., None]).reshape(n * k, t)
-  hard_scores = paired_word_region_scores(hard_words.reshape(n * k, t, e), score_mask,
-                                          hard_regions.reshape(n * k, -1, e), gamma1, gamma2).reshape(n, k)
-  hard_logits = jnp.where(valid, gamma3 * hard_scores, -jnp.inf).reshape(groups, g, k)
-  # Rows of the transposed logits are images, so the extra texts join each image's softmax over texts.
-  loss, metrics = _symmetric_ce(jnp.swapaxes(logits, -1, -2), hard_logits)
-  positive = jnp.diagonal(logits, axis1=-2, axis2=-1)[..., None]
-  valid = valid.reshape(groups, g, k)
-  below = jnp.sum(jnp.where(valid, (hard_logits < positive).astype(jnp.float32), 0.0))
-  metrics["hard_accuracy"] = below / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
-  return loss, metrics
+  return _symmetric_ce(logits)

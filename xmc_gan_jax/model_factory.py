@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from xmc_gan_jax import word_swaps
 from xmc_gan_jax.models.discriminator import Discriminator
 from xmc_gan_jax.models.generator import Generator
 
@@ -22,8 +21,6 @@ class GANModules:
   `text_module`/`pooling` describe the frozen text encoder whose params travel separately.
   `pretrained_features`, when set, maps images [N,H,W,3] in [0,1] to features [N,F] for the pretrained
   image-image contrastive term (e.g. VGG-19); None disables that term.
-  `swap_table` (word_swaps.SwapTable) makes the swapped-caption negatives when `loss.swap_negatives` > 0, and
-  `exchange_table` (word_swaps.ExchangeTable) the exchanged-caption negatives when `loss.exchange_negatives` is on.
   """
   generator: nn.Module
   discriminator: nn.Module
@@ -36,8 +33,6 @@ class GANModules:
   z_dim: int
   ema_decay: float
   pretrained_features: Callable[[Any], Any] | None = None
-  swap_table: word_swaps.SwapTable | None = None
-  exchange_table: word_swaps.ExchangeTable | None = None
 
   def __hash__(self):
     return id(self)
@@ -52,26 +47,9 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return _DTYPES[config.model.dtype]
 
 
-def needs_vocab(config: ml_collections.ConfigDict) -> bool:
-  """Whether build_modules needs the text encoder's vocabulary (swapped or exchanged negatives)."""
-  return bool(config.loss.swap_negatives or config.loss.exchange_negatives)
-
-
 def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, text_dim: int,
-                  pretrained_features=None, vocab: list[str] | None = None) -> GANModules:
-  """Creates the Linen modules and Adam optimizers (β = (beta1, beta2), constant learning rates).
-
-  `vocab` (the text encoder's word pieces in id order) is needed when `loss.swap_negatives` > 0 or
-  `loss.exchange_negatives` is on.
-  """
-  swap_table = exchange_table = None
-  if needs_vocab(config) and vocab is None:
-    raise ValueError("loss.swap_negatives > 0 or loss.exchange_negatives=True needs the text encoder's "
-                     "vocabulary to find loss.swap_words.")
-  if config.loss.swap_negatives:
-    swap_table = word_swaps.build_table(config.loss.swap_words, vocab)
-  if config.loss.exchange_negatives:
-    exchange_table = word_swaps.build_exchange_table(config.loss.swap_words, vocab)
+                  pretrained_features=None) -> GANModules:
+  """Creates the Linen modules and Adam optimizers (β = (beta1, beta2), constant learning rates)."""
   dtype = compute_dtype(config)
   m = config.model
   generator = Generator(
@@ -82,7 +60,7 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
       channel_multipliers=tuple(int(c) for c in m.g_channel_multipliers), dtype=dtype)
   discriminator = Discriminator(
       image_size=m.image_size, df_dim=m.df_dim, text_dim=text_dim, cond_size=m.cond_size,
-      coordinate_channels=m.d_coordinate_channels, dtype=dtype)
+      dtype=dtype)
   o = config.optim
   g_tx = optax.adam(o.g_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
   d_tx = optax.adam(o.d_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
@@ -90,4 +68,4 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
       generator=generator, discriminator=discriminator, text_module=text_module, text_dim=text_dim,
       pooling=config.text_encoder.pooling, g_tx=g_tx, d_tx=d_tx,
       loss=ml_collections.FrozenConfigDict(config.loss), z_dim=m.z_dim, ema_decay=o.ema_decay,
-      pretrained_features=pretrained_features, swap_table=swap_table, exchange_table=exchange_table)
+      pretrained_features=pretrained_features)

@@ -44,26 +44,8 @@ def sample_noise(seed: int, num: int, z_dim: int) -> np.ndarray:
   return np.random.default_rng(seed).standard_normal((num, z_dim), dtype=np.float32)
 
 
-def with_current_defaults(saved: dict):
-  """The saved config (a dict from its JSON) over configs/common.py's defaults: fields added to the code after the
-  run was trained (new model options) take their default, which is the behaviour the run was trained with."""
-  from configs import common  # pylint: disable=g-import-not-at-top
-  config = common.get_base_config()
-
-  def merge(node, values):
-    for key, value in values.items():
-      if isinstance(value, dict) and key in node and hasattr(node[key], "items"):
-        merge(node[key], value)
-      else:
-        node[key] = value
-
-  merge(config, saved)
-  return config
-
-
 def load_run_config(workdir: str, checkpointer, step: int):
-  """The config that trained `step`: its checkpoint's {"config": json} metadata, else WORKDIR/config.json,
-  completed with today's defaults for fields it predates (`with_current_defaults`)."""
+  """The config that trained `step`: its checkpoint's {"config": json} metadata, else WORKDIR/config.json."""
   text = None
   try:
     text = checkpointer.restore_meta(step).get("config")
@@ -74,10 +56,11 @@ def load_run_config(workdir: str, checkpointer, step: int):
     if not path.is_file():
       raise FileNotFoundError(f"Neither the checkpoint of step {step} nor {path} holds the run's config.")
     text = path.read_text()
-  return with_current_defaults(json.loads(text) if isinstance(text, str) else dict(text))
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(json.loads(text) if isinstance(text, str) else dict(text))
 
 
-def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: np.ndarray,
+def generate(runtime, state, token_ids: np.ndarray, token_mask: np.ndarray, z: np.ndarray,
              use_ema: bool = True) -> np.ndarray:
   """Images float [N, H, W, 3] in [0, 1] for N token rows and N noise rows, in chunks of <= MAX_CHUNK."""
   params = state.ema_params if use_ema else state.g_params
@@ -88,7 +71,7 @@ def generate(trainer, state, token_ids: np.ndarray, token_mask: np.ndarray, z: n
     stop = min(start + chunk, n)
     pad = chunk - (stop - start)
     take = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, axis=0)]) if pad else a[start:stop]
-    images = trainer.samples(params, state.g_batch_stats, take(token_ids), take(token_mask), take(z))
+    images = runtime.samples(params, state.g_batch_stats, take(token_ids), take(token_mask), take(z))
     outputs.append(np.asarray(images)[:stop - start])
   return np.concatenate(outputs)
 
@@ -127,15 +110,15 @@ def run(args: argparse.Namespace) -> str:
     raise FileNotFoundError(f"Workdir {args.workdir!r} does not exist; pass the --workdir of a training run.")
 
   import jax  # pylint: disable=g-import-not-at-top
-  from xmc_gan_jax import image_grid, sharding, train  # pylint: disable=g-import-not-at-top
+  from xmc_gan_jax import image_grid, runtime as runtime_lib, sharding  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
   checkpointer, step, config = open_run(args.workdir, args.step)
-  trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
-  state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
+  runtime = runtime_lib.Runtime(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  state = runtime.restore(checkpointer, step)
   checkpointer.close()
 
-  tokenizer = tokenizer_lib.BertTextTokenizer(trainer.text.vocab_path, int(config.text_encoder.max_length))
+  tokenizer = tokenizer_lib.BertTextTokenizer(runtime.text.vocab_path, int(config.text_encoder.max_length))
   tokens = tokenizer.tokenize_tf(prompts)
   for i in np.flatnonzero(tokens.truncated.numpy()):
     print(f"warning: prompt {i} is longer than {config.text_encoder.max_length} tokens and was truncated.",
@@ -143,7 +126,7 @@ def run(args: argparse.Namespace) -> str:
   ids = np.repeat(tokens.ids.numpy(), args.num, axis=0)  # prompt-major: prompt i, sample j at i * num + j
   mask = np.repeat(tokens.mask.numpy(), args.num, axis=0)
   z = np.tile(sample_noise(args.seed, args.num, int(config.model.z_dim)), (len(prompts), 1))
-  images = image_grid.to_uint8(generate(trainer, state, ids, mask, z, use_ema=not args.raw))
+  images = image_grid.to_uint8(generate(runtime, state, ids, mask, z, use_ema=not args.raw))
   captions = [p for p in prompts for _ in range(args.num)]
 
   from PIL import Image  # pylint: disable=g-import-not-at-top

@@ -5,10 +5,7 @@ sub-batches 0..k-2 each update D only; the last one runs a single forward pass o
 of L_D and G's gradient of L_G from it through two vjp cotangents, as the original `train_g_d`:
   L_D = hinge_D + real sentence-image + real word-region            (updates D only)
   L_G = -D(fake) + fake sentence-image + fake word-region + image-image(D features) [+ pretrained features]
-With `loss.swap_negatives` = K > 0 each image's sentence-image loss (both sides) also has K copies of its caption
-with one attribute word swapped as negatives, and with `loss.exchange_negatives` each image's word-region loss
-(both sides) also has its caption with two words of a family exchanged as a negative (word_swaps; neither is in
-the original). The EMA of G follows each G update. A step whose losses or gradients are not finite leaves the
+The EMA of G follows each G update. A step whose losses or gradients are not finite leaves the
 state unchanged (except `step`) and reports `nonfinite = 1`, so the trainer can stop with the last good state
 intact.
 """
@@ -19,7 +16,6 @@ import jax.numpy as jnp
 import optax
 
 from xmc_gan_jax import losses
-from xmc_gan_jax import word_swaps
 from xmc_gan_jax.model_factory import GANModules
 from xmc_gan_jax.models.text_encoder import encode_text
 from xmc_gan_jax.train_state import TrainState
@@ -47,85 +43,42 @@ def generate(modules: GANModules, g_params, g_batch_stats, z, sentence, words, m
   return images, updates["batch_stats"]
 
 
-def discriminate(modules: GANModules, d_params, d_sn_stats, images, sentence, train: bool, extra_sentences=None):
-  """D forward on [N,H,W,3] (and extra sentences [M,E] to project). Returns (outputs, updated spectral-norm stats)."""
+def discriminate(modules: GANModules, d_params, d_sn_stats, images, sentence, train: bool):
+  """D forward on [N,H,W,3]. Returns (outputs, updated spectral-norm stats (unchanged when not training))."""
   variables = {"params": d_params, "spectral_norm_stats": d_sn_stats}
   if not train:
-    return modules.discriminator.apply(variables, images, sentence, train=False,
-                                       extra_sentences=extra_sentences), d_sn_stats
+    return modules.discriminator.apply(variables, images, sentence, train=False), d_sn_stats
   out, updates = modules.discriminator.apply(variables, images, sentence, train=True,
-                                             extra_sentences=extra_sentences, mutable=["spectral_norm_stats"])
+                                             mutable=["spectral_norm_stats"])
   return out, updates["spectral_norm_stats"]
 
 
 def split_halves(out: dict[str, jax.Array], n: int):
-  """D outputs on concat([real, fake]) -> (real outputs, fake outputs), the first n rows being real.
-
-  `extra_sentence_features` (projected swapped captions, shared by both halves) goes to both unsplit."""
-  shared = {key: out[key] for key in ("extra_sentence_features",) if key in out}
-  rows = {key: value for key, value in out.items() if key not in shared}
-  return ({**jax.tree.map(lambda x: x[:n], rows), **shared}, {**jax.tree.map(lambda x: x[n:], rows), **shared})
+  """D outputs on concat([real, fake]) -> (real outputs, fake outputs), the first n rows being real."""
+  return jax.tree.map(lambda x: x[:n], out), jax.tree.map(lambda x: x[n:], out)
 
 
-def swap_negative_sentences(modules: GANModules, text_params, token_ids, token_mask, rng):
-  """Sentence vectors of swapped captions: ([N*K, E] float32, valid bool [N, K]), or (None, None) when
-  `loss.swap_negatives` is 0. See word_swaps."""
-  k = int(modules.loss.swap_negatives)
-  if not k:
-    return None, None
-  swapped, valid = word_swaps.swap_words(rng, token_ids, modules.swap_table, k)
-  n, t = token_ids.shape
-  mask = jnp.broadcast_to(token_mask[:, None, :], (n, k, t)).reshape(n * k, t)
-  _, sentence = text_features(modules, text_params, swapped.reshape(n * k, t), mask)
-  return sentence, valid
-
-
-def exchange_negative_words(modules: GANModules, text_params, token_ids, token_mask, rng):
-  """Word vectors of the captions with two words exchanged: ([N, 1, T, E] float32, valid bool [N, 1]), or
-  (None, None) when `loss.exchange_negatives` is off. See word_swaps."""
-  if modules.exchange_table is None:
-    return None, None
-  exchanged, valid = word_swaps.exchange_words(rng, token_ids, modules.exchange_table)
-  words, _ = text_features(modules, text_params, exchanged, token_mask)
-  return words[:, None], valid[:, None]
-
-
-def contrastive_terms(modules: GANModules, side: str, out, words, mask, swap_valid=None,
-                      exchange=(None, None)) -> tuple[jax.Array, Metrics]:
+def contrastive_terms(modules: GANModules, side: str, out, words, mask) -> tuple[jax.Array, Metrics]:
   """Sentence-image and word-region losses of one side ('real' or 'fake') of D's outputs.
 
-  With `swap_valid` [N, K], out["extra_sentence_features"] [N*K, Cd] are each image's swapped-caption negatives in
-  the sentence-image loss; `exchange` = (words [N, 1, T, E], valid [N, 1]) from exchange_negative_words are each
-  image's exchanged-caption negatives in the word-region loss. Returns (weighted sum, metrics); metrics hold each
-  enabled term's unweighted `{side}_{term}_loss`, accuracy and entropy (and `{side}_sentence_swap_accuracy`,
-  `{side}_word_exchange_accuracy`). Terms with weight 0 are not computed.
+  Returns (weighted sum, metrics); metrics hold each enabled term's unweighted `{side}_{term}_loss`, accuracy and
+  entropy. Terms with weight 0 are not computed.
   """
   cfg = modules.loss
   total = jnp.zeros((), jnp.float32)
   metrics: Metrics = {}
   if cfg.sentence_weight:
-    hard = None
-    if swap_valid is not None:
-      hard = out["extra_sentence_features"].reshape(swap_valid.shape + (-1,))
     loss, m = losses.contrastive_loss(out["features"], out["sentence_features"], cfg.temperature,
-                                      cfg.contrastive_group_size, hard_b=hard, hard_valid=swap_valid)
+                                      cfg.contrastive_group_size)
     total += cfg.sentence_weight * loss
     metrics.update({f"{side}_sentence_loss": loss, f"{side}_sentence_accuracy": m["accuracy"],
                     f"{side}_sentence_entropy": m["entropy"]})
-    if "hard_accuracy" in m:
-      metrics[f"{side}_sentence_swap_accuracy"] = m["hard_accuracy"]
   if cfg.word_weight:
-    exchanged_words, exchange_valid = exchange
-    hard = {}
-    if exchanged_words is not None:
-      hard = dict(hard_words=exchanged_words, hard_mask=mask[:, None], hard_valid=exchange_valid)
     loss, m = losses.word_region_loss(words, mask, out["regions"], cfg.gamma1, cfg.gamma2, cfg.gamma3,
-                                      cfg.contrastive_group_size, **hard)
+                                      cfg.contrastive_group_size)
     total += cfg.word_weight * loss
     metrics.update({f"{side}_word_loss": loss, f"{side}_word_accuracy": m["accuracy"],
                     f"{side}_word_entropy": m["entropy"]})
-    if "hard_accuracy" in m:
-      metrics[f"{side}_word_exchange_accuracy"] = m["hard_accuracy"]
   return total, metrics
 
 
@@ -151,9 +104,9 @@ def image_terms(modules: GANModules, real_out, fake_out, real_images, fake_image
   return total, metrics
 
 
-def _d_loss(modules, real_out, fake_out, words, mask, swap_valid, exchange) -> tuple[jax.Array, Metrics]:
+def _d_loss(modules, real_out, fake_out, words, mask) -> tuple[jax.Array, Metrics]:
   hinge = losses.hinge_d_loss(real_out["logits"], fake_out["logits"])
-  contrastive, metrics = contrastive_terms(modules, "real", real_out, words, mask, swap_valid, exchange)
+  contrastive, metrics = contrastive_terms(modules, "real", real_out, words, mask)
   metrics.update({"d_hinge_loss": hinge, "d_real_logit": jnp.mean(real_out["logits"]),
                   "d_fake_logit": jnp.mean(fake_out["logits"])})
   return hinge + contrastive, metrics
@@ -176,16 +129,12 @@ def d_update(modules: GANModules, state: TrainState, text_params, batch, rng) ->
   fake, _ = generate(modules, state.g_params, state.g_batch_stats, _z(modules, rng, n), sentence, words,
                      batch["token_mask"], train=True)
   fake = jax.lax.stop_gradient(fake)
-  swapped, swap_valid = swap_negative_sentences(modules, text_params, batch["token_ids"], batch["token_mask"],
-                                                jax.random.fold_in(rng, 1))
-  exchange = exchange_negative_words(modules, text_params, batch["token_ids"], batch["token_mask"],
-                                     jax.random.fold_in(rng, 2))
 
   def loss_fn(d_params):
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
-                           jnp.concatenate([sentence, sentence]), train=True, extra_sentences=swapped)
+                           jnp.concatenate([sentence, sentence]), train=True)
     real_out, fake_out = split_halves(out, n)
-    loss, metrics = _d_loss(modules, real_out, fake_out, words, batch["token_mask"], swap_valid, exchange)
+    loss, metrics = _d_loss(modules, real_out, fake_out, words, batch["token_mask"])
     return loss, (sn, metrics)
 
   (d_loss, (sn, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
@@ -206,18 +155,15 @@ def g_d_update(modules: GANModules, state: TrainState, text_params, batch, rng) 
   mask = batch["token_mask"]
   words, sentence = text_features(modules, text_params, batch["token_ids"], mask)
   z = _z(modules, rng, n)
-  swapped, swap_valid = swap_negative_sentences(modules, text_params, batch["token_ids"], mask,
-                                                jax.random.fold_in(rng, 1))
-  exchange = exchange_negative_words(modules, text_params, batch["token_ids"], mask, jax.random.fold_in(rng, 2))
 
   def forward(g_params, d_params):
     fake, g_stats = generate(modules, g_params, state.g_batch_stats, z, sentence, words, mask, train=True)
     out, sn = discriminate(modules, d_params, state.d_sn_stats, jnp.concatenate([real, fake]),
-                           jnp.concatenate([sentence, sentence]), train=True, extra_sentences=swapped)
+                           jnp.concatenate([sentence, sentence]), train=True)
     real_out, fake_out = split_halves(out, n)
-    d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask, swap_valid, exchange)
+    d_loss, metrics = _d_loss(modules, real_out, fake_out, words, mask)
     g_adv = losses.hinge_g_loss(fake_out["logits"])
-    fake_terms, fake_metrics = contrastive_terms(modules, "fake", fake_out, words, mask, swap_valid, exchange)
+    fake_terms, fake_metrics = contrastive_terms(modules, "fake", fake_out, words, mask)
     image_total, image_metrics = image_terms(modules, real_out, fake_out, real, fake)
     g_loss = g_adv + fake_terms + image_total
     metrics.update(fake_metrics)

@@ -10,8 +10,7 @@ from xmc_gan_jax import model_factory
 def test_model_options_come_from_config(stem_sees_sentence, level):
   config = tiny_setup.tiny_config(**{"model.stem_sees_sentence": stem_sees_sentence,
                                      "model.initial_output_level": level,
-                                     "model.use_word_attention": not stem_sees_sentence,
-                                     "model.d_coordinate_channels": stem_sees_sentence})
+                                     "model.use_word_attention": not stem_sees_sentence})
   text = tiny_setup.tiny_text_encoder()
   modules = model_factory.build_modules(config, text.module, text.hidden_size)
   g = modules.generator
@@ -21,7 +20,6 @@ def test_model_options_come_from_config(stem_sees_sentence, level):
                                                    config.model.cond_size)
   assert g.channel_multipliers == ()
   d = modules.discriminator
-  assert d.coordinate_channels == stem_sees_sentence
   assert (d.image_size, d.df_dim, d.cond_size, d.text_dim) == (config.model.image_size, config.model.df_dim,
                                                                config.model.cond_size, text.hidden_size)
 
@@ -36,23 +34,6 @@ def test_text_features_come_from_config():
   np.testing.assert_array_equal(np.asarray(table), expected)
   with pytest.raises(ValueError, match="text_encoder.features='glove' is not one of"):
     train.Trainer(tiny_setup.tiny_config(**{"text_encoder.features": "glove"}))
-
-
-def test_random_context_features_train():
-  """The config reaches the encoder (neighbour offsets and the seeded rotations) and a train step stays finite."""
-  from xmc_gan_jax import train  # pylint: disable=import-outside-toplevel
-  from xmc_gan_jax.data import random_source  # pylint: disable=import-outside-toplevel
-  from xmc_gan_jax.models import text_encoder  # pylint: disable=import-outside-toplevel
-  config = tiny_setup.tiny_config(**{"text_encoder.features": "random_context"})
-  trainer = train.Trainer(config)
-  assert trainer.text.module.context_offsets == text_encoder.CONTEXT_OFFSETS
-  rotations = np.asarray(trainer.text.params["context"]["rotations"])
-  np.testing.assert_array_equal(rotations, text_encoder.random_rotations(len(text_encoder.CONTEXT_OFFSETS),
-                                                                         trainer.text.hidden_size))
-  batch = random_source.random_batch(config.seed, 0, config.batch_size, config.model.image_size,
-                                     config.text_encoder.max_length, trainer.text.vocab_size)
-  _, metrics = trainer.step(trainer.init_state(), batch)
-  assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
 def test_generator_channel_multipliers_come_from_config():

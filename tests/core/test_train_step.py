@@ -1,14 +1,11 @@
-"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, swapped- and exchanged-caption negatives,
-config errors."""
-import dataclasses
-
+"""Train step: 1 device vs 8 devices, shardings kept, non-finite guard, config errors."""
 import jax
 import numpy as np
 import pytest
 
 from tests.core import tiny_setup
 from xmc_gan_jax import sharding
-from xmc_gan_jax import train
+from xmc_gan_jax import runtime
 from xmc_gan_jax.data import random_source
 
 
@@ -17,52 +14,26 @@ def _batch(config, step=0):
                                     config.text_encoder.max_length, tiny_setup.TINY_BERT.vocab_size)
 
 
-def _run_steps(config, devices, num_steps=2, text_encoder=None, batch_fn=None):
+def _run_steps(config, devices, num_steps=2):
   mesh = sharding.make_mesh(config.mesh, devices=devices)
-  trainer = train.Trainer(config, mesh=mesh, text_encoder=text_encoder or tiny_setup.tiny_text_encoder())
+  trainer = runtime.Runtime(config, mesh=mesh, text_encoder=tiny_setup.tiny_text_encoder())
   state = trainer.init_state()
   metrics = None
   for s in range(num_steps):
-    state, metrics = trainer.step(state, (batch_fn or _batch)(config, s))
+    state, metrics = trainer.step(state, _batch(config, s))
   return trainer, state, metrics
 
 
-SWAP_WORDS = "w10/w11|w12|w13, w20|w21"       # word pieces 10-13 and 20-21 of the vocabulary below
-
-
-def _swap_encoder(tmp_path):
-  vocab = tmp_path / "vocab.txt"
-  vocab.write_text("".join(f"w{i}\n" for i in range(tiny_setup.TINY_BERT.vocab_size)))
-  return dataclasses.replace(tiny_setup.tiny_text_encoder(), vocab_path=str(vocab))
-
-
-def _swap_batch(config, step=0):
-  """Random captions, half of them with a swappable word at position 1."""
-  batch = _batch(config, step)
-  batch["token_ids"][::2, 1] = np.array([10, 12, 21, 13] * 4)[:config.batch_size // 2]
-  return batch
-
-
-def _exchange_batch(config, step=0):
-  """_swap_batch with, in the same half, a word of the same family and another value at position 3."""
-  batch = _swap_batch(config, step)
-  batch["token_ids"][::2, 3] = np.array([12, 13, 20, 11] * 4)[:config.batch_size // 2]
-  return batch
-
-
-@pytest.mark.parametrize("groups", [(0, 0, 0, False), (2, 4, 0, False), (0, 0, 2, False), (0, 4, 0, True)])
-def test_eight_devices_equal_one_device(groups, tmp_path):
-  bn_group, contrastive_group, swaps, exchange = groups
+@pytest.mark.parametrize("groups", [(0, 0), (2, 4)])
+def test_eight_devices_equal_one_device(groups):
+  bn_group, contrastive_group = groups
   # Adam's eps is raised so that parameters whose gradient is analytically zero (conv biases before BatchNorm)
   # are not moved by +-lr from float rounding noise, which differs between 1 and 8 devices.
   config = tiny_setup.tiny_config(**{"batch_size": 16, "model.batch_norm_group_size": bn_group,
-                                     "loss.contrastive_group_size": contrastive_group, "optim.eps": 1e-3,
-                                     "loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS,
-                                     "loss.exchange_negatives": exchange})
+                                     "loss.contrastive_group_size": contrastive_group, "optim.eps": 1e-3})
   assert len(jax.devices()) == 8
-  setup = dict(text_encoder=_swap_encoder(tmp_path), batch_fn=_exchange_batch) if swaps or exchange else {}
-  _, state1, metrics1 = _run_steps(config, jax.devices()[:1], **setup)
-  trainer8, state8, metrics8 = _run_steps(config, jax.devices(), **setup)
+  _, state1, metrics1 = _run_steps(config, jax.devices()[:1])
+  trainer8, state8, metrics8 = _run_steps(config, jax.devices())
   for key in ("d_loss", "g_loss", "real_sentence_loss", "fake_word_loss", "image_loss"):
     np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-5, atol=1e-5, err_msg=key)
   flat1 = jax.tree_util.tree_leaves_with_path(jax.device_get(state1))
@@ -104,7 +75,7 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_non_finite_step_leaves_state_unchanged():
   config = tiny_setup.tiny_config()
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
-  trainer = train.Trainer(config, mesh=mesh, text_encoder=tiny_setup.tiny_text_encoder())
+  trainer = runtime.Runtime(config, mesh=mesh, text_encoder=tiny_setup.tiny_text_encoder())
   state = trainer.init_state()
   before = jax.device_get(state)
   poisoned = jax.tree.map(lambda x: x * np.nan, trainer.text_params)
@@ -118,62 +89,14 @@ def test_non_finite_step_leaves_state_unchanged():
     np.testing.assert_array_equal(a, b)
 
 
-def test_swap_negatives_enter_the_sentence_loss_only(tmp_path):
-  """Step 1's metrics come from the initial params: swapped captions add negatives to the sentence-image loss
-  (it grows, on both sides) and change nothing else."""
-  metrics = {}
-  for swaps in (0, 2):
-    config = tiny_setup.tiny_config(**{"loss.swap_negatives": swaps, "loss.swap_words": SWAP_WORDS})
-    trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]),
-                            text_encoder=_swap_encoder(tmp_path))
-    _, metrics[swaps] = trainer.step(trainer.init_state(), _swap_batch(config))
-  for side in ("real", "fake"):
-    assert float(metrics[2][f"{side}_sentence_loss"]) > float(metrics[0][f"{side}_sentence_loss"]) + 1e-4
-    assert 0.0 <= float(metrics[2][f"{side}_sentence_swap_accuracy"]) <= 1.0
-    assert f"{side}_sentence_swap_accuracy" not in metrics[0]
-    np.testing.assert_allclose(metrics[2][f"{side}_word_loss"], metrics[0][f"{side}_word_loss"], rtol=1e-4)
-  for key in ("image_loss", "g_adv_loss", "d_hinge_loss"):
-    np.testing.assert_allclose(metrics[2][key], metrics[0][key], rtol=1e-4, atol=2e-3, err_msg=key)
-
-
-def test_exchange_negatives_enter_the_word_loss_only(tmp_path):
-  """Step 1's metrics: exchanged captions add a negative to each image's word-region loss (it grows, on both
-  sides) and change nothing else."""
-  metrics = {}
-  for exchange in (False, True):
-    config = tiny_setup.tiny_config(**{"loss.exchange_negatives": exchange, "loss.swap_words": SWAP_WORDS})
-    trainer = train.Trainer(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]),
-                            text_encoder=_swap_encoder(tmp_path))
-    _, metrics[exchange] = trainer.step(trainer.init_state(), _exchange_batch(config))
-  for side in ("real", "fake"):
-    assert float(metrics[True][f"{side}_word_loss"]) > float(metrics[False][f"{side}_word_loss"]) + 1e-4
-    assert 0.0 <= float(metrics[True][f"{side}_word_exchange_accuracy"]) <= 1.0
-    assert f"{side}_word_exchange_accuracy" not in metrics[False]
-    np.testing.assert_allclose(metrics[True][f"{side}_sentence_loss"], metrics[False][f"{side}_sentence_loss"],
-                               rtol=1e-4)
-  for key in ("image_loss", "g_adv_loss", "d_hinge_loss"):
-    np.testing.assert_allclose(metrics[True][key], metrics[False][key], rtol=1e-4, atol=2e-3, err_msg=key)
-
-
-def test_swap_negatives_need_the_vocabulary():
-  config = tiny_setup.tiny_config(**{"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS})
-  with pytest.raises(FileNotFoundError, match="vocabulary"):
-    train.Trainer(config, mesh=sharding.make_mesh(config.mesh), text_encoder=tiny_setup.tiny_text_encoder())
-
-
 @pytest.mark.parametrize("overrides,match", [
     ({"batch_size": 9}, "d_steps_per_g_step"),
     ({"batch_size": 12}, "cannot be split evenly over the 8 devices"),
     ({"batch_size": 16, "model.batch_norm_group_size": 3}, "batch_norm_group_size"),
     ({"batch_size": 16, "loss.contrastive_group_size": 5}, "contrastive_group_size"),
     ({"dataset.name": "imagenet"}, "dataset.name"),
-    ({"loss.swap_negatives": -1}, "swap_negatives must be an int"),
-    ({"loss.swap_negatives": 1}, "needs loss.swap_words"),
-    ({"loss.swap_negatives": 1, "loss.swap_words": SWAP_WORDS, "loss.sentence_weight": 0.0}, "sentence_weight=0"),
-    ({"loss.exchange_negatives": True}, "needs loss.swap_words"),
-    ({"loss.exchange_negatives": True, "loss.swap_words": SWAP_WORDS, "loss.word_weight": 0.0}, "word_weight=0"),
 ])
 def test_config_errors(overrides, match):
   config = tiny_setup.tiny_config(**overrides)
   with pytest.raises(ValueError, match=match):
-    train.Trainer(config, mesh=sharding.make_mesh(config.mesh), text_encoder=tiny_setup.tiny_text_encoder())
+    runtime.Runtime(config, mesh=sharding.make_mesh(config.mesh), text_encoder=tiny_setup.tiny_text_encoder())

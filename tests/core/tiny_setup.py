@@ -19,11 +19,7 @@ def tiny_text_encoder(pooling: str = "mean") -> TextEncoder:
 
 
 def tiny_config(**overrides):
+  """configs/test.py with flattened overrides, e.g. tiny_config(**{"loss.word_weight": 0.0})."""
   config = test_config.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config

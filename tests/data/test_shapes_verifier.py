@@ -186,22 +186,3 @@ def test_bare_keys_accepted_and_bad_inputs_rejected():
     sv.score_images(images, {**objects, "num_objects": np.zeros(6, np.int32)})
   with pytest.raises(ValueError, match="objects/color must lie in 0..7"):
     sv.score_images(images, {**objects, "objects/color": np.full((6, 3), 9, np.int32)})
-
-
-def test_colors_exchanged_tells_binding_from_a_bag_of_words():
-  red_left = ss.SceneObject(color=0, shape=0, size=1, row=1, col=0)
-  blue_right = ss.SceneObject(color=2, shape=1, size=1, row=1, col=2)
-  scenes = [[red_left, blue_right],                                                     # as captioned
-            [red_left._replace(color=2), blue_right._replace(color=0)],                # colours exchanged
-            [red_left, blue_right._replace(color=0)],                                  # one colour: not eligible
-            [red_left]]
-  images = np.stack([ss.render_scene(s, 32) for s in scenes])
-  caption = ss.pad_objects([scenes[0], scenes[0], scenes[2], scenes[3]])
-  exchanged, eligible = sv.colors_exchanged(caption)
-  assert eligible.tolist() == [True, True, False, False]
-  np.testing.assert_array_equal(caption["objects/color"][0, :2], [0, 2])              # input untouched
-  np.testing.assert_array_equal(exchanged["objects/color"][:, :2], [[2, 0], [2, 0], [0, 0], [0, -1]])
-  as_captioned = sv.score_images(images, caption)["color_position"]
-  against_exchanged = sv.score_images(images, exchanged)["color_position"]
-  assert as_captioned.tolist() == [True, False, True, True]
-  assert against_exchanged[:2].tolist() == [False, True]

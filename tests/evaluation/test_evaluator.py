@@ -20,12 +20,14 @@ from tests.core import tiny_setup
 from tests.evaluation import random_inception
 from tests.evaluation import shapes_batches
 from xmc_gan_jax import sharding
+from xmc_gan_jax import checkpointing
 from xmc_gan_jax import train
 from xmc_gan_jax.data import shapes_scene
 from xmc_gan_jax.data import shapes_verifier
 from xmc_gan_jax.data import sources
 from xmc_gan_jax.evaluation import evaluator as evaluator_lib
 from xmc_gan_jax.evaluation import features
+from xmc_gan_jax.evaluation import follow
 from xmc_gan_jax.evaluation import fid_stats
 
 NUM_IMAGES = 12  # two eval batches of 8; the last 4 rows of the second batch are beyond N and must be dropped
@@ -195,8 +197,8 @@ def _rows(path):
 
 
 def test_follower_scores_every_checkpoint_and_stops(run):
-  scored = evaluator_lib.follow_checkpoints(run.config, str(run.workdir), poll_seconds=0.05, timeout_seconds=300,
-                                            evaluator=run.evaluator)
+  scored = follow.follow_checkpoints(run.config, str(run.workdir), poll_seconds=0.05, timeout_seconds=300,
+                                     evaluator=run.evaluator)
   assert scored == [1, 2]
   path = run.workdir / "scores.csv"
   header = path.read_text().splitlines()[0]
@@ -213,33 +215,33 @@ def test_follower_scores_every_checkpoint_and_stops(run):
   assert sorted(e.step for e in acc.Tensors("eval/ema_fid")) == [1, 2]
   # Resumable: a second follower finds every step in scores.csv and scores nothing.
   before = path.read_bytes()
-  assert evaluator_lib.follow_checkpoints(run.config, str(run.workdir), poll_seconds=0.05,
-                                          evaluator=run.evaluator) == []
+  assert follow.follow_checkpoints(run.config, str(run.workdir), poll_seconds=0.05,
+                                   evaluator=run.evaluator) == []
   assert path.read_bytes() == before
 
 
 def test_follower_times_out_while_training_is_unfinished(run, tmp_path):
   workdir = tmp_path / "copy"
   shutil.copytree(run.workdir, workdir)
-  (workdir / train.TRAIN_DONE_FILE).unlink()
+  (workdir / checkpointing.TRAIN_DONE_FILE).unlink()
   for step in (1, 2):
-    evaluator_lib.append_scores(workdir / "scores.csv", step, {"fid": 1.0})
+    follow.append_scores(workdir / "scores.csv", step, {"fid": 1.0})
   start = time.time()
-  scored = evaluator_lib.follow_checkpoints(run.config, str(workdir), poll_seconds=0.2, timeout_seconds=1.0,
-                                            evaluator=run.evaluator)
+  scored = follow.follow_checkpoints(run.config, str(workdir), poll_seconds=0.2, timeout_seconds=1.0,
+                                     evaluator=run.evaluator)
   assert scored == [] and 0.7 < time.time() - start < 30
 
 
 def test_evaluate_checkpoint(run, tmp_path):
-  scores = evaluator_lib.evaluate_checkpoint(run.config, str(run.workdir), repeats=1, evaluator=run.evaluator)
+  scores = follow.evaluate_checkpoint(run.config, str(run.workdir), repeats=1, evaluator=run.evaluator)
   assert scores["step"] == 2 and scores["repeats"] == 1 and scores["num_images"] == NUM_IMAGES
   assert scores["ema_fid"] == pytest.approx(run.evaluator.score(run.state, 0)["ema_fid"], rel=1e-6)
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    evaluator_lib.evaluate_checkpoint(run.config, str(tmp_path / "missing"), evaluator=run.evaluator)
+    follow.evaluate_checkpoint(run.config, str(tmp_path / "missing"), evaluator=run.evaluator)
   with pytest.raises(FileNotFoundError, match="No checkpoint in"):
-    evaluator_lib.evaluate_checkpoint(run.config, str(tmp_path), evaluator=run.evaluator)
+    follow.evaluate_checkpoint(run.config, str(tmp_path), evaluator=run.evaluator)
   with pytest.raises(FileNotFoundError, match=r"available steps: \[1, 2\]"):
-    evaluator_lib.evaluate_checkpoint(run.config, str(run.workdir), step=7, evaluator=run.evaluator)
+    follow.evaluate_checkpoint(run.config, str(run.workdir), step=7, evaluator=run.evaluator)
 
 
 def test_bad_eval_batch_size_is_a_clear_error(run):
@@ -252,7 +254,7 @@ def test_bad_eval_batch_size_is_a_clear_error(run):
 
 
 class _ShapesStub:
-  """A 'trainer' whose EMA generator draws each caption's true scene and whose raw generator draws blank grey."""
+  """A runtime whose EMA generator draws each caption's true scene and whose raw generator draws blank grey."""
 
   def __init__(self, mesh, scenes_images):
     self.mesh = mesh

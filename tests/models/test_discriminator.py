@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.models import host_variables
-from xmc_gan_jax.models.discriminator import Discriminator, coordinate_planes
+from xmc_gan_jax.models.discriminator import Discriminator
 
 E = 12  # tiny text width for behaviour tests
 
@@ -101,55 +101,6 @@ def test_heads_match_numpy(size, cond_block, last_block):
   np.testing.assert_allclose(out["sentence_features"], sent, rtol=1e-4, atol=1e-5)
   logits = (x_pool @ _sn_kernel(params["logit"], stats["logit"]))[:, 0] + (x_pool * sent).sum(-1)
   np.testing.assert_allclose(out["logits"], logits, rtol=1e-4, atol=1e-4)
-
-
-def test_coordinate_planes():
-  planes = np.asarray(coordinate_planes(2, 4))
-  centres = np.array([-0.75, -0.25, 0.25, 0.75])
-  assert planes.shape == (2, 4, 4, 2)
-  np.testing.assert_allclose(planes[1, :, 0, 0], centres)  # rows go down
-  np.testing.assert_allclose(planes[1, 0, :, 1], centres)  # columns go right
-  np.testing.assert_allclose(planes[0, 2, :, 0], 0.25)
-
-
-def test_coordinate_channels_are_two_extra_inputs():
-  """With the coordinate inputs' weights zeroed, D equals the plain D; with them, position changes the logits."""
-  args = _inputs(32, batch=3)
-  plain = Discriminator(32, df_dim=2, text_dim=E, cond_size=8)
-  coords = Discriminator(32, df_dim=2, text_dim=E, cond_size=8, coordinate_channels=True)
-  variables = _variables(coords, *args, seed=3)
-  block0 = variables["params"]["block0"]
-  assert block0["conv0"]["kernel"].shape[2] == 5 and block0["shortcut"]["kernel"].shape[2] == 5
-  run = jax.jit(lambda m, v, *a: m.apply(v, *a, train=False), static_argnums=0)
-  out = run(coords, variables, *args)
-
-  def with_kernels(fn):
-    params = jax.tree.map(lambda x: x, variables["params"])
-    for name in ("conv0", "shortcut"):
-      params["block0"][name] = dict(params["block0"][name], kernel=fn(params["block0"][name]["kernel"]))
-    return dict(variables, params=params)
-
-  zeroed = run(coords, with_kernels(lambda k: k.at[:, :, 3:].set(0.0)), *args)
-  reference = run(plain, with_kernels(lambda k: k[:, :, :3]), *args)
-  for key in out:
-    np.testing.assert_allclose(zeroed[key], reference[key], rtol=1e-5, atol=1e-5)
-  assert float(jnp.abs(out["logits"] - reference["logits"]).max()) > 1e-3
-
-
-def test_extra_sentences_are_projected_like_sentences():
-  d = Discriminator(image_size=32, df_dim=4, text_dim=E, cond_size=8)
-  images, sentence = _inputs(32, batch=3)
-  extra = jnp.asarray(np.random.default_rng(1).normal(size=(5, E)), jnp.float32)
-  variables = d.init(jax.random.key(0), images, sentence, train=False)
-  plain = d.apply(variables, images, sentence, train=False)
-  out = d.apply(variables, images, sentence, train=False, extra_sentences=extra)
-  for key, value in plain.items():
-    np.testing.assert_array_equal(out[key], value, err_msg=key)
-  # The projection sees only the sentence: projecting the extra rows as the "sentence" of other images agrees.
-  as_sentences = d.apply(variables, jnp.concatenate([images, images[:2]]), extra, train=False)
-  np.testing.assert_allclose(out["extra_sentence_features"], as_sentences["sentence_features"], rtol=1e-6)
-  with pytest.raises(ValueError, match="extra_sentences"):
-    d.apply(variables, images, sentence, train=False, extra_sentences=extra[:, :4])
 
 
 def test_bfloat16_compute():

@@ -292,16 +292,6 @@ def test_modules_import_without_tensorflow():
 # ---------------------------------------------------------------- text_encoder.features
 
 
-def test_embeddings_features_are_the_input_layer(tmp_path):
-  tensors = _tiny_tensors(TINY, seed=3)
-  enc = text_encoder.load_text_encoder(_write_folder(tmp_path, TINY, tensors), features="embeddings")
-  ids, mask = _tiny_batch()
-  want = _numpy_bert(tensors, dict(TINY, num_hidden_layers=0), ids, mask.astype(np.float64))
-  words, _ = text_encoder.encode_text(enc.module, enc.params, ids, mask)
-  np.testing.assert_allclose(np.asarray(words), want * mask[:, :, None], rtol=0, atol=2e-5)
-  assert enc.module.config.num_hidden_layers == 0 and set(enc.params) == {"embeddings"}
-
-
 def test_random_words_are_fixed_normalised_vectors_per_word_piece(tmp_path):
   ids, mask = _tiny_batch()
   table = np.random.default_rng(text_encoder.RANDOM_WORDS_SEED).standard_normal(
@@ -325,65 +315,6 @@ def test_unknown_features_raise(tmp_path):
   path = _write_folder(tmp_path, TINY, _tiny_tensors(TINY))
   with pytest.raises(ValueError, match="Unknown text_encoder.features 'glove'"):
     text_encoder.load_text_encoder(path, features="glove")
-
-
-def _numpy_random_context(cfg: dict, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """Float64 "random_context" words [B,T,E] from the seeds alone: LN(v_i + sum_k R_k v_{i+k} / sqrt(K))."""
-  table = np.random.default_rng(text_encoder.RANDOM_WORDS_SEED).standard_normal(
-      (cfg["vocab_size"], cfg["hidden_size"]), dtype=np.float32).astype(np.float64)
-  v = (table - table.mean(-1, keepdims=True)) / np.sqrt(table.var(-1, keepdims=True) + cfg["layer_norm_eps"])
-  v = v[ids] * mask[:, :, None]
-  offsets = text_encoder.CONTEXT_OFFSETS
-  rotations = text_encoder.random_rotations(len(offsets), cfg["hidden_size"]).astype(np.float64)
-  out = v.copy()
-  b, t, _ = v.shape
-  for n in range(b):
-    for i in range(t):
-      for rotation, k in zip(rotations, offsets):
-        if 0 <= i + k < t:
-          out[n, i] += v[n, i + k] @ rotation / math.sqrt(len(offsets))
-  mu, var = out.mean(-1, keepdims=True), out.var(-1, keepdims=True)
-  return (out - mu) / np.sqrt(var + cfg["layer_norm_eps"])
-
-
-def test_random_rotations_are_seeded_orthogonal_matrices():
-  r = text_encoder.random_rotations(3, 16).astype(np.float64)
-  np.testing.assert_allclose(r @ r.transpose(0, 2, 1), np.broadcast_to(np.eye(16), (3, 16, 16)), atol=1e-5)
-  np.testing.assert_array_equal(r, text_encoder.random_rotations(3, 16))
-  assert np.abs(r[0] - r[1]).max() > 0.1 and np.abs(r[0] - text_encoder.random_rotations(3, 16, seed=9)[0]).max() > 0.1
-
-
-def test_random_context_matches_a_numpy_derivation_and_ignores_padding(tmp_path):
-  cfg = dict(TINY, max_position_embeddings=40)
-  # Longer than CONTEXT_OFFSETS' reach (8) on one side, shorter on the other rows: both ends are exercised.
-  ids = np.array([[2] + list(range(5, 22)) + [3], [2, 7, 9, 3] + [0] * 15, [2, 3] + [0] * 17], np.int32)
-  mask = (ids > 0).astype(np.int32)
-  enc = text_encoder.load_text_encoder(_write_folder(tmp_path, cfg, _tiny_tensors(cfg, seed=5)),
-                                       features="random_context")
-  words, sentence = text_encoder.encode_text(enc.module, enc.params, ids, mask)
-  want = _numpy_random_context(cfg, ids, mask.astype(np.float64)) * mask[:, :, None]
-  np.testing.assert_allclose(np.asarray(words), want, rtol=0, atol=2e-5)
-  np.testing.assert_allclose(np.asarray(sentence), want.sum(1) / mask.sum(1, keepdims=True), rtol=0, atol=2e-5)
-  # Whatever ids stand at padded positions, real positions see zeros there.
-  noisy = np.where(mask > 0, ids, 17)
-  words_noisy, _ = text_encoder.encode_text(enc.module, enc.params, noisy, mask)
-  np.testing.assert_allclose(np.asarray(words_noisy), np.asarray(words), rtol=0, atol=1e-6)
-
-
-def test_random_context_tells_exchanged_words_apart_where_random_words_cannot(tmp_path):
-  """"red ... left, blue ... right" vs "blue ... left, red ... right": the same bag of word pieces."""
-  path = _write_folder(tmp_path, TINY, _tiny_tensors(TINY))
-  ids = np.array([[2, 10, 20, 11, 30, 3], [2, 30, 20, 11, 10, 3]], np.int32)  # 10 and 30 exchanged
-  mask = np.ones_like(ids)
-  sentences = {}
-  for features in ("random_words", "random_context"):
-    enc = text_encoder.load_text_encoder(path, features=features)
-    words, sentences[features] = (np.asarray(a) for a in text_encoder.encode_text(enc.module, enc.params, ids, mask))
-    # Word piece 20 stands between the exchanged pieces in both captions.
-    gap = np.abs(words[0, 2] - words[1, 2]).max()
-    assert (gap == 0) if features == "random_words" else (gap > 0.1), (features, gap)
-  np.testing.assert_allclose(sentences["random_words"][0], sentences["random_words"][1], atol=1e-6)
-  assert np.abs(sentences["random_context"][0] - sentences["random_context"][1]).max() > 0.05
 
 
 def test_encoder_for_features_has_the_loaded_parameter_tree(tmp_path):

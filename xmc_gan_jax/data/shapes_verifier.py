@@ -213,19 +213,3 @@ def summarize(scores: Mapping[str, np.ndarray], num_objects: np.ndarray) -> dict
       if selected.any():
         out[f"align_{key}_{k}obj"] = float(values[selected].mean())
   return out
-
-
-def colors_exchanged(objects: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """The two-object scenes with their objects' colours exchanged, for telling binding from bag-of-words.
-
-  Returns (objects with objects/color of the first two objects swapped on the eligible rows, eligible bool [N]):
-  eligible = exactly two objects of different colours. A generator that reads a caption as a bag of words (which
-  colours, which cells, not which colour goes where) scores the same against both versions; one that binds each
-  colour to its cell scores high on the caption's and near 0 on the exchanged.
-  """
-  out = {key: np.array(value, copy=True) for key, value in objects.items()}
-  colors = out["objects/color"]
-  eligible = (np.asarray(out["num_objects"]) == 2) & (colors[:, 0] != colors[:, 1])
-  colors[eligible, 0], colors[eligible, 1] = objects["objects/color"][eligible, 1], \
-      objects["objects/color"][eligible, 0]
-  return out, eligible

@@ -1,5 +1,5 @@
-"""FID / KID / IS (and shapes alignment) of the raw and EMA generators: periodic in training, standalone on
-checkpoints (`--mode=eval`), and one-checkpoint scoring for scripts (`evaluate_checkpoint`).
+"""FID / KID / IS (and shapes alignment) of the raw and EMA generators of a TrainState: periodic in training and,
+through evaluation/follow.py, standalone on checkpoints (`--mode=eval`).
 
 Protocol, identical for every checkpoint so that scores are comparable:
 - N caption/image pairs from the eval split (`sources.eval_source`, global batches of eval.batch_size; N =
@@ -16,13 +16,7 @@ Protocol, identical for every checkpoint so that scores are comparable:
   MMD^2, mean over 100 subsets of <= 1000); `is` only with Inception weights that have the logits layer
   (pytorch-fid's .pth); and for batches with shapes objects (`objects/*`, `num_objects`) the verifier's
   `align_*` fractions.
-
-Standalone: `follow_checkpoints` scores every checkpoint in WORKDIR/checkpoints once, averaged over eval.repeats
-(`<metric>_std` = std over repeats), appends one row per step to WORKDIR/scores.csv (header once; steps already
-there are skipped, so it resumes), writes `eval/*` scalars to TensorBoard in WORKDIR/eval, and stops when
-WORKDIR/TRAIN_DONE exists and every checkpoint is scored, or after a timeout.
 """
-import csv
 import os
 import pathlib
 import time
@@ -33,28 +27,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from xmc_gan_jax import checkpointing
 from xmc_gan_jax import image_grid
 from xmc_gan_jax import sharding
-from xmc_gan_jax import train
 from xmc_gan_jax.data import shapes_verifier
 from xmc_gan_jax.data import sources
 from xmc_gan_jax.evaluation import features as features_lib
 from xmc_gan_jax.evaluation import fid_stats
 
-SCORES_FILE = "scores.csv"
-EVENTS_DIR = "eval"
 KID_MAX_REAL_FEATURES = 10_000  # real features kept in the stats cache for KID (float32, 8 KiB each)
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10
 GRID_IMAGES = 8
-DEFAULT_POLL_SECONDS = 60.0
 _NOISE_SALT = 0x65766131  # keeps evaluation noise apart from every training random stream
 _STD_METRICS = ("fid", "kid", "is")
-_CSV_LEAD = ("fid", "fid_std", "ema_fid", "ema_fid_std", "kid", "ema_kid", "kid_std", "ema_kid_std", "is",
-             "ema_is", "is_std", "ema_is_std")
-_CSV_TAIL = ("num_images", "repeats")
 _OBJECT_KEYS = tuple(f"objects/{k}" for k in ("color", "shape", "size", "row", "col")) + ("num_objects",)
 
 
@@ -122,20 +108,21 @@ def _captions(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
 class Evaluator:
   """Scores a TrainState's raw and EMA generators against cached real statistics (see the module doc).
 
-  `trainer` provides `config`-consistent `.samples(params, batch_stats, token_ids, token_mask, z)` (images
-  [B, H, W, 3] in [0, 1]), `.mesh` and `.text` (vocab_path, vocab_size): a `train.Trainer`.
+  `runtime` (a `runtime.Runtime` built from `config`, or anything with its `.samples(params, batch_stats,
+  token_ids, token_mask, z)` (images [B, H, W, 3] in [0, 1]), `.mesh` and `.text` (vocab_path, vocab_size)) is
+  the sampler; the evaluator never trains.
   `extractor` defaults to the FID Inception with config.eval.inception_weights ("" = default_1.pt).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, trainer, *, num_images: int | None = None,
+  def __init__(self, config: ml_collections.ConfigDict, runtime, *, num_images: int | None = None,
                extractor: features_lib.FeatureExtractor | None = None, weights_tag: str | None = None,
                include_raw: bool = True):
     self.config = config
     self.include_raw = include_raw  # False: score the EMA generator only (half the Inception passes)
-    self.trainer = trainer
+    self.runtime = runtime
     self.num_images = int(num_images or config.eval.num_images)
     self.batch_size = int(config.eval.batch_size)
-    shards = sharding.batch_devices(trainer.mesh)
+    shards = sharding.batch_devices(runtime.mesh)
     if self.num_images < 2:
       raise ValueError(f"eval.num_images must be >= 2 (FID needs a covariance), got {self.num_images}.")
     if self.batch_size < 1 or self.batch_size % shards or self.batch_size % jax.process_count():
@@ -147,7 +134,7 @@ class Evaluator:
                                                 batch_size=self.batch_size // jax.process_count())
     self.extractor = extractor
     self.weights_tag = weights_tag or weights_tag_for(weights)
-    self._batch_sharding = sharding.batch_sharding(trainer.mesh)
+    self._batch_sharding = sharding.batch_sharding(runtime.mesh)
     self._real: fid_stats.FeatureStats | None = None
     self.last_grid: tuple[np.ndarray, np.ndarray, list[str]] | None = None  # (ema uint8, raw uint8, captions)
     self.last_num_images = 0
@@ -155,7 +142,7 @@ class Evaluator:
   # ---- data ---------------------------------------------------------------------------------------------------
 
   def _batches(self, repeat: int) -> Iterator[dict[str, np.ndarray]]:
-    return sources.eval_source(self.config, self.trainer.text.vocab_path, self.trainer.text.vocab_size,
+    return sources.eval_source(self.config, self.runtime.text.vocab_path, self.runtime.text.vocab_size,
                                num_examples=self.num_images, batch_size=self.batch_size, seed_offset=repeat)
 
   def stats_path(self) -> pathlib.Path:
@@ -213,8 +200,8 @@ class Evaluator:
   def _generate(self, params, batch_stats, batch: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """This process's rows of G(z, caption) as uint8 [b, H, W, 3]."""
     arrays = sharding.to_global_batch({"token_ids": batch["token_ids"], "token_mask": batch["token_mask"],
-                                       "z": z}, self.trainer.mesh)
-    images = self.trainer.samples(params, batch_stats, arrays["token_ids"], arrays["token_mask"], arrays["z"])
+                                       "z": z}, self.runtime.mesh)
+    images = self.runtime.samples(params, batch_stats, arrays["token_ids"], arrays["token_mask"], arrays["z"])
     return quantize(np.asarray(images)[_local_rows(self._batch_sharding, images.shape[0])])
 
   def score(self, state, repeat: int = 0) -> dict[str, float]:
@@ -310,144 +297,3 @@ class Evaluator:
     logging.info("Evaluation at step %d on %d images (%.1f s): %s", step, self.last_num_images,
                  scalars["eval/seconds"], {k: round(v, 4) for k, v in scores.items()})
     return scores
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Standalone evaluation of checkpoints.
-
-
-def _standalone_images(config: ml_collections.ConfigDict) -> int:
-  return int(config.eval.get("standalone_num_images", 0) or config.eval.num_images)
-
-
-def _checkpointer(workdir: str) -> checkpointing.Checkpointer | None:
-  """A read-only Checkpointer, or None while WORKDIR/checkpoints does not exist yet."""
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  if not (epath.Path(workdir) / checkpointing.CHECKPOINT_DIR).exists():
-    return None
-  return checkpointing.Checkpointer(workdir, read_only=True)
-
-
-def _check_workdir(workdir: str) -> None:
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  if not epath.Path(workdir).exists():
-    raise FileNotFoundError(f"Workdir {workdir!r} does not exist; pass the --workdir of a training run.")
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None, *,
-                        num_images: int | None = None, repeats: int | None = None, trainer=None,
-                        evaluator: Evaluator | None = None) -> dict[str, float]:
-  """Scores one checkpoint (default: the latest) of WORKDIR: `score_repeats` keys plus `step`.
-
-  num_images / repeats default to eval.standalone_num_images (0 = eval.num_images) / eval.repeats. For example
-  `ema_fid`, `ema_kid` and, on shapes, `ema_align_all`, `ema_align_color_position_2obj`.
-  """
-  _check_workdir(workdir)
-  checkpointer = _checkpointer(workdir)
-  steps = checkpointer.all_steps() if checkpointer else []
-  if not steps:
-    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, checkpointing.CHECKPOINT_DIR)}.")
-  step = steps[-1] if step is None else int(step)
-  if step not in steps:
-    raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available steps: {steps}.")
-  trainer = trainer or (evaluator.trainer if evaluator else train.Trainer(config))
-  evaluator = evaluator or Evaluator(config, trainer, num_images=num_images or _standalone_images(config))
-  state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
-  checkpointer.close()
-  scores = evaluator.score_repeats(state, int(repeats or config.eval.repeats))
-  scores["step"] = float(step)
-  return scores
-
-
-def read_scored_steps(path) -> set[int]:
-  """Steps that already have a row in a scores.csv (empty set if the file does not exist)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    return set()
-  with path.open(newline="") as f:
-    return {int(row["step"]) for row in csv.DictReader(f) if row.get("step", "").strip()}
-
-
-def scores_columns(row: dict[str, float]) -> list[str]:
-  """CSV column order: step, fid, fid_std, ema_fid, ema_fid_std, kid, ema_kid, ..., others sorted, num_images,
-  repeats."""
-  lead = [k for k in _CSV_LEAD if k in row]
-  rest = sorted(k for k in row if k not in lead and k not in _CSV_TAIL and k != "step")
-  return ["step"] + lead + rest + [k for k in _CSV_TAIL if k in row]
-
-
-def append_scores(path, step: int, row: dict[str, float]) -> None:
-  """Appends one row; writes the header first if the file is new (an existing header decides the columns)."""
-  path = pathlib.Path(path)
-  row = dict(row, step=step)
-  header = None
-  if path.is_file() and path.stat().st_size:
-    with path.open(newline="") as f:
-      header = next(csv.reader(f), None)
-  if header is None:
-    header = scores_columns(row)
-    with path.open("w", newline="") as f:
-      csv.writer(f).writerow(header)
-  extra = sorted(set(row) - set(header))
-  if extra:
-    logging.warning("%s has no columns for %s; those values are only in TensorBoard.", path, extra)
-  fmt = lambda k: "" if k not in row else (str(int(row[k])) if k in ("step",) + _CSV_TAIL else f"{row[k]:.8g}")
-  with path.open("a", newline="") as f:
-    csv.writer(f).writerow([fmt(k) for k in header])
-
-
-def follow_checkpoints(config: ml_collections.ConfigDict, workdir: str, *, poll_seconds: float | None = None,
-                       timeout_seconds: float | None = None, trainer=None,
-                       evaluator: Evaluator | None = None) -> list[int]:
-  """`--mode=eval`: scores each new checkpoint of WORKDIR until training is done; returns the steps scored.
-
-  poll_seconds (default config.eval.poll_seconds or 60) is the wait between looks at WORKDIR/checkpoints;
-  timeout_seconds (default config.eval.follow_timeout_seconds; 0 or None = none) bounds the whole follow.
-  A checkpoint deleted (keep_checkpoints) before it could be scored is skipped with a warning.
-  """
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  _check_workdir(workdir)
-  poll = float(config.eval.get("poll_seconds", DEFAULT_POLL_SECONDS) if poll_seconds is None else poll_seconds)
-  timeout = float((config.eval.get("follow_timeout_seconds", 0) if timeout_seconds is None
-                   else timeout_seconds) or 0)
-  trainer = trainer or (evaluator.trainer if evaluator else train.Trainer(config))
-  evaluator = evaluator or Evaluator(config, trainer, num_images=_standalone_images(config))
-  repeats = int(config.eval.repeats)
-  scores_path = pathlib.Path(workdir) / SCORES_FILE
-  done = read_scored_steps(scores_path)
-  writer = metric_writers.create_default_writer(os.path.join(workdir, EVENTS_DIR),
-                                                just_logging=jax.process_index() > 0)
-  start, scored = time.time(), []
-  checkpointer = None
-  try:
-    while True:
-      finished = train.training_done(workdir)  # read first: every checkpoint listed below then is the last lot
-      checkpointer = checkpointer or _checkpointer(workdir)
-      pending = [s for s in (checkpointer.all_steps() if checkpointer else []) if s not in done]
-      for step in pending:
-        try:
-          state = checkpointer.restore(step, trainer.abstract_state, trainer.state_shardings)
-        except (FileNotFoundError, ValueError) as e:
-          logging.warning("Checkpoint %d could not be restored (deleted by keep_checkpoints?): %s", step, e)
-          continue
-        row = evaluator.score_repeats(state, repeats)
-        del state
-        if jax.process_index() == 0:
-          append_scores(scores_path, step, row)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in row.items()})
-        writer.flush()
-        done.add(step)
-        scored.append(step)
-        logging.info("Scored checkpoint %d: %s", step, {k: round(v, 4) for k, v in row.items()})
-      if finished:
-        logging.info("Training is done and every checkpoint is scored; stopping.")
-        break
-      if timeout and time.time() - start + poll > timeout:
-        logging.warning("Stopping after the %.0f s timeout; training has not finished.", timeout)
-        break
-      time.sleep(poll)
-  finally:
-    writer.close()
-    if checkpointer is not None:
-      checkpointer.close()
-  return scored

