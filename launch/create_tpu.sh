@@ -52,9 +52,11 @@ if ((DRY_RUN)); then
   exit 0
 fi
 
+# Bounded twice: at most ceil(TIMEOUT / POLL_INTERVAL) polls, and no new poll once TIMEOUT s have passed.
+max_polls=$(awk -v t="$TIMEOUT" -v p="$POLL_INTERVAL" 'BEGIN { n = (p > 0) ? int(t / p) : t; if (n * p < t) n++; print (n < 1) ? 1 : n }')
 start=$SECONDS
 state=""
-while true; do
+for ((poll = 1; ; poll++)); do
   state=$("${describe[@]}" 2>/dev/null || true)
   state=${state//[[:space:]]/}
   case $state in
@@ -64,7 +66,7 @@ while true; do
     FAILED | SUSPENDED)
       die "queued resource ${QUEUED_RESOURCE} is ${state}; see: $(quote_args "${describe[@]:0:${#describe[@]}-1}"); delete it with launch/delete_tpu.sh" ;;
   esac
-  if ((SECONDS - start >= TIMEOUT)); then
+  if ((poll >= max_polls || SECONDS - start > TIMEOUT)); then
     die "gave up after ${TIMEOUT} s: queued resource ${QUEUED_RESOURCE} is still '${state:-unknown}', not ACTIVE." \
       "It stays queued; check again with: $(quote_args "${describe[@]}"), or delete it with launch/delete_tpu.sh"
   fi
