@@ -10,17 +10,31 @@ config reached FID ~10.5-11.0 (EMA) on 7 GPUs at 8 examples per GPU per sub-step
 Text encoder: BERT-base uncased, an HF-format folder (config.json, vocab.txt, model.safetensors) that you download
 once, e.g. `huggingface-cli download bert-base-uncased --local-dir bert-base-uncased`, then
 `--config.text_encoder.path=bert-base-uncased`. `--mode=describe` works without the weights.
+
+Pod variants (`pod=NAME`, e.g. `configs/coco.py:res=256,pod=v4-32`) keep the original's 8 examples per device per
+sub-step (BatchNorm and contrastive groups of 8) on every chip of a Cloud TPU slice: batch_size = 2 sub-steps x 8 x
+chips (v4-32: 16 chips, batch 256). Without `pod`, the batch is the original's 112 (7 GPUs).
 """
 from configs import common
 
+# Chips (one JAX device each; v4 and v5p chips are one megacore device) of the Cloud TPU slices we have configs for.
+POD_CHIPS = {"v4-8": 4, "v4-16": 8, "v4-32": 16, "v4-64": 32, "v4-128": 64, "v5litepod-4": 4, "v5litepod-8": 8,
+             "v5litepod-16": 16, "v5litepod-32": 32, "v5litepod-64": 64, "v5p-8": 4, "v5p-32": 16, "v5p-128": 64,
+             "v6e-8": 8, "v6e-16": 16, "v6e-64": 64}
+EXAMPLES_PER_DEVICE = 8  # per sub-step, as the original's pmap (8 per GPU)
+
 
 def get_config(arg=None):
-  args = common.parse_variant(arg, {"res": 256})
+  args = common.parse_variant(arg, {"res": 256, "pod": ""})
   if args["res"] not in (128, 256):
     raise ValueError(f"coco.py supports res=128 or res=256, got {args['res']}.")
+  if args["pod"] and args["pod"] not in POD_CHIPS:
+    raise ValueError(f"coco.py: unknown pod={args['pod']!r}; one of {sorted(POD_CHIPS)} (the accelerator type).")
   config = common.get_base_config()
   # The original: 56 examples per sub-step (8 per device on 7 GPUs), two sub-steps per train step.
   config.batch_size = 112
+  if args["pod"]:
+    config.batch_size = 2 * EXAMPLES_PER_DEVICE * POD_CHIPS[args["pod"]]
   config.total_steps = 370_000          # what the released loader delivers (~500 epochs at 112 per step)
   config.log_every_steps = 1000
   config.checkpoint_every_steps = 5000
