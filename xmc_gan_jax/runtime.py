@@ -6,6 +6,7 @@ Imports no TensorFlow: a runtime works on accelerator machines that lack it (fee
 """
 import functools
 import json
+import os
 
 import jax
 import ml_collections
@@ -67,8 +68,12 @@ class Runtime:
     self.config = config
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     config_validation.validate(config, sharding.batch_devices(self.mesh), jax.process_count())
-    self.text = text_encoder or text_encoder_lib.load_text_encoder(
-        config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
+    self.text = text_encoder
+    if text_encoder is None:  # weights read from disk: a damaged file must not look like a training divergence
+      self.text = text_encoder_lib.load_text_encoder(
+          config.text_encoder.path, config.text_encoder.pooling, config.text_encoder.features)
+      config_validation.check_finite_text_params(
+          self.text.params, config.text_encoder.path or os.path.dirname(self.text.vocab_path) or "(default)")
     self.modules = model_factory.build_modules(config, self.text.module, self.text.hidden_size)
     self.k = int(config.optim.d_steps_per_g_step)
     replicated = sharding.replicated(self.mesh)

@@ -24,11 +24,48 @@ class Trainer(runtime.Runtime):
   """A Runtime that trains: `run(workdir)` trains to config.total_steps, resuming from WORKDIR/checkpoints."""
 
   def restore_or_init(self, checkpointer: checkpointing.Checkpointer) -> train_state.TrainState:
-    latest = checkpointer.latest_step()
-    if latest is None:
+    """The latest checkpoint that restores, else a fresh state when there is none.
+
+    A checkpoint whose files fail to restore (truncated, half-copied) is skipped with one warning line naming its
+    step, folder and error, and the previous one is tried, and so on. Once one restores, the skipped ones move
+    to WORKDIR/checkpoints_damaged/ (kept, so this run can save those steps again) and are listed in
+    `self.skipped_checkpoints` [(step, error)], which `run` writes to TensorBoard. A saved config that does not
+    match this one (`check_same_setup`) is an error, not damage. RuntimeError when no checkpoint restores.
+    """
+    self.skipped_checkpoints: list[tuple[int, str]] = []
+    steps = checkpointer.all_steps()
+    if not steps:
       return self.init_state()
-    logging.info("Resuming from checkpoint at step %d in %s", latest, checkpointer.directory)
-    return self.restore(checkpointer, latest)
+    for step in sorted(steps, reverse=True):
+      what = f"The checkpoint of step {step} in {checkpointer.directory}"
+      try:
+        meta = checkpointer.restore_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        self._skip_damaged(checkpointer, step, e)
+        continue
+      runtime.check_same_setup(meta, self.config, what)
+      try:
+        state = checkpointer.restore(step, self.abstract_state, self.state_shardings)
+      except Exception as e:  # pylint: disable=broad-except
+        self._skip_damaged(checkpointer, step, e)
+        continue
+      logging.info("Resuming from checkpoint at step %d in %s", step, checkpointer.directory)
+      if self.skipped_checkpoints and jax.process_index() == 0:
+        for skipped, _ in self.skipped_checkpoints:
+          logging.warning("Damaged checkpoint of step %d moved to %s; training resumes from step %d.",
+                          skipped, checkpointer.set_aside(skipped), step)
+      return state
+    errors = "; ".join(f"step {s}: {e}" for s, e in self.skipped_checkpoints)
+    raise RuntimeError(
+        f"None of the checkpoints in {checkpointer.directory} (steps {sorted(steps)}) could be restored ({errors}). "
+        f"Move that folder away to train from scratch, or restore it from a backup.")
+
+  def _skip_damaged(self, checkpointer: checkpointing.Checkpointer, step: int, error: Exception) -> None:
+    lines = str(error).strip().splitlines() or [""]
+    short = f"{type(error).__name__}: {lines[0][:200]}"
+    self.skipped_checkpoints.append((step, short))
+    logging.warning("Skipping damaged checkpoint of step %d in %s (%s); trying the previous one.",
+                    step, checkpointer.directory, short)
 
   def checkpoint_step(self, workdir: str) -> int:
     """The step of the latest checkpoint in WORKDIR (0 when there is none)."""
@@ -52,13 +89,22 @@ class Trainer(runtime.Runtime):
 
     config = self.config
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    state = self.restore_or_init(checkpointer)
+    try:
+      state = self.restore_or_init(checkpointer)
+    except BaseException:
+      checkpointer.close()  # no orbax threads left behind to hang or bury the error in their own
+      raise
     start = int(jax.device_get(state.step))
     if start < config.total_steps and jax.process_index() == 0:
       checkpointing.clear_training_done(workdir)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if start == 0:
       writer.write_hparams(_flat_hparams(config))
+    for skipped, error in self.skipped_checkpoints:
+      writer.write_scalars(start, {"checkpoint/skipped_damaged_step": skipped})
+      writer.write_texts(start, {"checkpoint/skipped_damaged": f"Checkpoint of step {skipped} in "
+                                 f"{checkpointer.directory} could not be restored ({error}); resumed from "
+                                 f"step {start}, the damaged one is in {checkpointing.DAMAGED_DIR}/."})
     progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
     data = sources.train_source(config, self.text.vocab_path, self.text.vocab_size, start)
     fixed = None
