@@ -8,16 +8,27 @@ evaluation reserve is spent (progress lines with steps/s, time left and losses),
 held-out validation captions with the shapes verifier and compute the standard FID against validation images,
 for the trained and (once, cached) the untrained generator. Writes WORKDIR/metrics.json and WORKDIR/samples.png
 (a captioned grid). Re-running continues training from the last checkpoint for another budget and re-evaluates.
+
+Budget: before training, one evaluation batch (generation, Inception, verifier) is timed on this machine and scaled
+by the evaluation's number of batches (`eval_reserve_seconds`); training stops that long before the budget ends.
+The untrained generator's scores are cached next to the real-image statistics (eval.stats_dir, default
+~/.cache/xmc_gan_jax/stats), so a new workdir does not recompute them. Progress lines survive a closed stdout
+(`make demo | head`): printing stops, logging continues, and training and evaluation go on.
 """
+import hashlib
 import json
+import math
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 import jax
+import numpy as np
 from ml_collections import config_flags
 
 from xmc_gan_jax import image_grid
@@ -27,7 +38,10 @@ from xmc_gan_jax.evaluation import evaluator as evaluator_lib
 
 ALIGN_IMAGES = 512        # held-out captions for the verifier (±0.03 at 95% for p near 0.5 needs ~1000; ±0.04 here)
 FID_IMAGES = 256          # standard FID on few images is biased upwards: compare trained vs untrained at equal N
-EVAL_RESERVE_SECONDS = 240
+# Evaluation reserve = EVAL_FIXED_SECONDS + EVAL_MARGIN x (measured seconds per eval batch) x (eval batches); see
+# eval_reserve_seconds. The margin covers the evaluator's own compilation and a machine that gets busier.
+EVAL_MARGIN = 1.5
+EVAL_FIXED_SECONDS = 30.0   # FID/KID maths, the sample grid, metrics.json
 # What the demo changes in configs/shapes.py unless the command line sets it (--config.total_steps=N etc.).
 DEMO_SETTINGS = {
     "total_steps": 10_000_000,   # the time budget ends training
@@ -49,8 +63,121 @@ flags.DEFINE_integer("fid_images", FID_IMAGES, "Images for the FID (EMA generato
 FLAGS = flags.FLAGS
 
 
+_stdout_closed = False
+
+
 def _log(message: str) -> None:
-  print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+  """A progress line on stdout; once stdout is closed (a pipe into `head`), absl logging (stderr) instead."""
+  global _stdout_closed
+  line = f"[demo {time.strftime('%H:%M:%S')}] {message}"
+  if not _stdout_closed:
+    try:
+      print(line, flush=True)
+      return
+    except (BrokenPipeError, OSError, ValueError):  # ValueError: print to a closed file
+      _stdout_closed = True
+      _silence_stdout()
+      logging.warning("stdout is closed; progress continues in this log, training goes on.")
+  logging.info("%s", line)
+
+
+def _print(text: str) -> None:
+  """Result lines: printed, or logged when stdout is closed."""
+  if not _stdout_closed:
+    try:
+      print(text, flush=True)
+      return
+    except (BrokenPipeError, OSError, ValueError):
+      _log(text)
+      return
+  logging.info("%s", text)
+
+
+def _silence_stdout() -> None:
+  """Points the real stdout at /dev/null, so neither later prints nor Python's flush at exit raise."""
+  try:
+    if sys.stdout is sys.__stdout__ and sys.stdout is not None:
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.stdout.fileno())
+      os.close(devnull)
+  except (OSError, ValueError, AttributeError):
+    pass
+
+
+def eval_batches(batch_size: int, align_images: int, fid_images: int, untrained_cached: bool,
+                 real_stats_cached: bool) -> int:
+  """Evaluation batches after training: alignment, the trained FID, and the untrained FID and the real
+  statistics unless cached (each counted as a full generation + Inception + verifier batch)."""
+  fid = math.ceil(fid_images / batch_size)
+  return (math.ceil(align_images / batch_size) + fid + (0 if untrained_cached else fid)
+          + (0 if real_stats_cached else fid))
+
+
+def eval_reserve_seconds(seconds_per_batch: float, batches: int, margin: float = EVAL_MARGIN,
+                         fixed: float = EVAL_FIXED_SECONDS) -> float:
+  """Seconds to keep for the evaluation: fixed + margin x batches x seconds_per_batch."""
+  return fixed + margin * batches * max(seconds_per_batch, 0.0)
+
+
+def training_deadline(budget_end: float, reserve: float) -> float:
+  """Unix time training stops: the budget's end minus the evaluation reserve."""
+  return budget_end - reserve
+
+
+def measure_eval_batch(trainer, extractor, config, batch_size: int, repeats: int = 2) -> float:
+  """Seconds of one steady evaluation batch (EMA generation, Inception, verifier) on this machine: the last of
+  `repeats` timed runs (the first compiles what evaluation will reuse). Zero-valued parameters: a generator's
+  cost does not depend on its weights, and no state needs initialising or restoring for it."""
+  from xmc_gan_jax.data import shapes_verifier  # pylint: disable=g-import-not-at-top
+  zeros = lambda tree, shardings: jax.tree.map(lambda a, s: jax.device_put(np.zeros(a.shape, a.dtype), s),
+                                              tree, shardings)
+  params = zeros(trainer.abstract_state.ema_params, trainer.state_shardings.ema_params)
+  batch_stats = zeros(trainer.abstract_state.g_batch_stats, trainer.state_shardings.g_batch_stats)
+  length = int(config.text_encoder.max_length)
+  ids = np.zeros((batch_size, length), np.int32)
+  mask = np.zeros((batch_size, length), np.int32)
+  mask[:, :3] = 1
+  z = evaluator_lib.eval_noise(config.seed, 0, 0, batch_size, config.model.z_dim)
+  objects = {f"objects/{k}": np.full((batch_size, 3), -1, np.int32) for k in ("color", "shape", "size", "row", "col")}
+  for k in objects:
+    objects[k][:, 0] = 0
+  objects["num_objects"] = np.ones(batch_size, np.int32)
+  seconds = 0.0
+  for _ in range(repeats):
+    began = time.time()
+    images = evaluator_lib.quantize(trainer.samples(params, batch_stats, ids, mask, z))
+    extractor(images)
+    shapes_verifier.score_images(images, objects)
+    seconds = time.time() - began
+  return seconds
+
+
+def untrained_cache_path(config, stats_dir: str, fid_images: int, weights_tag: str) -> str:
+  """Cache file of the untrained generator's scores: a function of the settings that decide them (model, text
+  encoder, seed, dataset and evaluation batches, FID images, Inception weights)."""
+  key = {"model": config.model.to_dict(), "text_encoder": config.text_encoder.to_dict(), "seed": config.seed,
+         "dataset": [config.dataset.name, config.dataset.eval_split, config.dataset.get("center_crop", False)],
+         "eval_batch_size": config.eval.batch_size, "fid_images": fid_images, "weights": weights_tag}
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  return os.path.join(stats_dir, f"untrained_scores_{config.dataset.name}_{fid_images}_{digest}.json")
+
+
+def _read_json(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _write_json(path: str, values: dict) -> None:
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(values, f, indent=2)
+    os.replace(path + ".tmp", path)
+  except OSError as e:
+    logging.warning("Could not cache the untrained scores in %s: %s", path, e)
 
 
 def demo_config(config, overrides: dict, data_dir: str):
@@ -79,8 +206,19 @@ def main(argv) -> int:
   config = demo_config(FLAGS.config, config_flags.get_override_values(FLAGS["config"]), FLAGS.data_dir)
   _log(f"{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} cores; workdir {workdir}")
   trainer = train.Trainer(config)
+  evaluator = evaluator_lib.Evaluator(config, trainer, num_images=fid_images, include_raw=False)
+  stats_dir = str(config.eval.stats_dir or evaluator_lib.default_stats_dir())
+  untrained_path = untrained_cache_path(config, stats_dir, fid_images, evaluator.weights_tag)
+  workdir_untrained = os.path.join(workdir, f"untrained_metrics_{fid_images}.json")
+  untrained = _read_json(untrained_path) or _read_json(workdir_untrained)
   # One clock for stopping and for the progress lines; the dataset's first generation counts against it.
-  train_deadline = deadline - EVAL_RESERVE_SECONDS
+  per_batch = measure_eval_batch(trainer, evaluator.extractor, config, int(config.eval.batch_size))
+  batches = eval_batches(int(config.eval.batch_size), align_images, fid_images, untrained is not None,
+                         evaluator.stats_path().is_file())
+  reserve = eval_reserve_seconds(per_batch, batches)
+  train_deadline = training_deadline(deadline, reserve)
+  _log(f"evaluation reserve {reserve / 60:.1f} min ({batches} batches x {per_batch:.2f} s measured, x{EVAL_MARGIN} "
+       f"+ {EVAL_FIXED_SECONDS:.0f} s)")
   _log(f"training configs/shapes.py ({config.model.image_size} px) for "
        f"{max(train_deadline - time.time(), 0) / 60:.1f} min; TensorBoard: tensorboard --logdir {workdir}")
   start = time.time()
@@ -101,20 +239,20 @@ def main(argv) -> int:
   steps = int(jax.device_get(state.step))
 
   _log(f"trained {steps - start_step} steps in {seconds / 60:.1f} min; evaluating on held-out captions")
+  eval_start = time.time()
   metrics = {"steps": steps, "train_seconds": round(seconds, 1),
              "steps_per_sec": round((steps - start_step) / max(seconds, 1e-9), 3)}
   align, (grid_images, grid_captions) = alignment_lib.shapes_alignment(trainer, state, config, align_images)
   metrics.update(align)
-  evaluator = evaluator_lib.Evaluator(config, trainer, num_images=fid_images, include_raw=False)
   metrics.update(fid_scores(evaluator, state))
-  untrained_path = os.path.join(workdir, f"untrained_metrics_{fid_images}.json")
-  if not os.path.exists(untrained_path):
+  if untrained is None:
     untrained = fid_scores(evaluator, trainer.init_state())
-    with open(untrained_path, "w") as f:
-      json.dump(untrained, f, indent=2)
-  with open(untrained_path) as f:
-    metrics.update({f"untrained_{k}": v for k, v in json.load(f).items()})
-  metrics.update({"align_images": align_images, "fid_images": fid_images})
+    _write_json(untrained_path, untrained)
+  if not os.path.exists(workdir_untrained):
+    _write_json(workdir_untrained, untrained)
+  metrics.update({f"untrained_{k}": v for k, v in untrained.items()})
+  metrics.update({"align_images": align_images, "fid_images": fid_images,
+                  "eval_reserve_seconds": round(reserve, 1), "eval_seconds": round(time.time() - eval_start, 1)})
 
   with open(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2, sort_keys=True)
@@ -126,10 +264,10 @@ def main(argv) -> int:
               "ema_align_color_position_2obj", "ema_align_all_2obj",
               "ema_fid", "untrained_ema_fid"):
     if key in metrics:
-      print(f"  {key:32s} {metrics[key]:.3f}")
-  print(f"  metrics:      {os.path.join(workdir, 'metrics.json')}\n"
-        f"  sample grid:  {os.path.join(workdir, 'samples.png')} (EMA generator, held-out captions)\n"
-        f"  TensorBoard:  tensorboard --logdir {workdir}")
+      _print(f"  {key:32s} {metrics[key]:.3f}")
+  _print(f"  metrics:      {os.path.join(workdir, 'metrics.json')}\n"
+         f"  sample grid:  {os.path.join(workdir, 'samples.png')} (EMA generator, held-out captions)\n"
+         f"  TensorBoard:  tensorboard --logdir {workdir}")
   return 0
 
 
