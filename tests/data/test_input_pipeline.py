@@ -1,4 +1,6 @@
 """tf.data pipelines: contract, resize/flip against numpy, skips, determinism, resume, sharding, eval padding."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -92,7 +94,7 @@ def test_bad_input_is_skipped_and_counted(tokenizer):
   ids = np.concatenate([b["image_id"][b["valid"] == 1] for b in batches]).tolist()
   assert sorted(ids) == [b"0", b"6", b"7"]
   assert iterator.stats() == {"skipped_undecodable": 2, "skipped_empty_caption": 1, "skipped_too_small": 2,
-                              "truncated_caption": 1}
+                              "skipped_corrupt_records": 0, "truncated_caption": 1}
   captions = np.concatenate([b["caption"][b["valid"] == 1] for b in batches]).tolist()
   assert b"an image of exactly eight by eight pixels" in captions
 
@@ -335,3 +337,179 @@ def test_order_is_the_same_in_a_fresh_process(tmp_path):
   here = {}
   exec(compile(_ORDER_SCRIPT.replace("print(ORDER)", ""), "order", "exec"), here)  # pylint: disable=exec-used
   assert result.stdout.strip() == here["ORDER"] and len(here["ORDER"].split()) == 3
+
+
+# ------------------------------------------------------------- damaged TFRecord shards (a small captioned_shapes)
+_SHAPES_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory):
+  """A prepared captioned_shapes (24 train / 12 validation images, 3 shard files per split) to copy and damage."""
+  from xmc_gan_jax.data import shapes_builder  # pylint: disable=import-outside-toplevel
+  config = shapes_builder.make_config(_SHAPES_SIZE, num_train=24, num_validation=12)
+  data_dir = tmp_path_factory.mktemp("shapes_clean")
+  builder = shapes_builder.CaptionedShapes(config=config, data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=3))
+  return config, data_dir
+
+
+def _damaged_copy(shapes_data, tmp_path, damage):
+  """(builder, data_dir) of a copy of shapes_data; damage(shard files by split) changes the files."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from xmc_gan_jax.data import shapes_builder  # pylint: disable=import-outside-toplevel
+  config, clean_dir = shapes_data
+  data_dir = tmp_path / "data"
+  shutil.copytree(clean_dir, data_dir)
+  builder = shapes_builder.CaptionedShapes(config=config, data_dir=str(data_dir))
+  shards = {split: sorted(tf.io.gfile.glob(f"{builder.data_dir}/*-{split}.tfrecord-*"))
+            for split in ("train", "validation")}
+  assert all(len(files) == 3 for files in shards.values())
+  damage(shards)
+  return builder, data_dir
+
+
+def _flip_middle(path):
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+
+
+def _flip_first(path):
+  data = bytearray(open(path, "rb").read())
+  data[0] ^= 0xFF  # the first record's length: its header checksum fails, nothing of the file is readable
+  open(path, "wb").write(bytes(data))
+
+
+def _truncate(path, fraction):
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[: int(len(data) * fraction)])
+
+
+def _readable(path):
+  return sum(1 for _ in tf.data.TFRecordDataset(path).ignore_errors())
+
+
+def _shapes_config(data_dir):
+  config = common.get_base_config()
+  config.dataset.name = "shapes"
+  config.dataset.data_dir = str(data_dir)
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "validation"
+  config.dataset.shuffle_buffer = 8
+  config.dataset.random_flip = False
+  config.batch_size = 4
+  config.model.image_size = _SHAPES_SIZE
+  config.text_encoder.max_length = 8
+  return config
+
+
+def _use_builder(monkeypatch, builder):
+  """create_*_iterator reads `builder` (the named captioned_shapes/32px config would generate 20,000 images)."""
+  monkeypatch.setattr(ip, "load_builder", lambda *args, **kwargs: builder)
+
+
+def test_shard_reader_keeps_the_tfds_order(shapes_data):
+  from xmc_gan_jax.data import shapes_builder  # pylint: disable=import-outside-toplevel
+  config, data_dir = shapes_data
+  builder = shapes_builder.CaptionedShapes(config=config, data_dir=str(data_dir))
+  spec = ip.dataset_spec("shapes", _SHAPES_SIZE)
+  for split in ("train", "validation"):
+    for count in (1, 2):
+      for index in range(count):
+        records, num = ip.read_records(builder, spec, split, index, count)
+        ids = [r["image_id"] for r in records.as_numpy_iterator()]
+        tfds_ids = [str(ex["image/id"]).encode() for ex in builder.as_dataset(
+            split=ip.process_split(split, index, count), shuffle_files=False).as_numpy_iterator()]
+        assert ids == tfds_ids and num == len(ids)
+  # Shards longer than TFDS's interleave block (16 records), so the order depends on the interleave too.
+  ids_ds = tf.data.Dataset.from_tensor_slices({"id": np.arange(70, dtype=np.int64)})
+  tiny = tfds.dataset_builders.TfDataBuilder(
+      name="tiny_ids", version="1.0.0", data_dir=str(data_dir / "tiny"), split_datasets={"train": ids_ds},
+      features=tfds.features.FeaturesDict({"id": tfds.features.Scalar(dtype=np.int64)}))
+  tiny.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=2))
+  tiny_spec = ip.DatasetSpec("tiny_ids", None, lambda example: example)
+  for count in (1, 3):
+    for index in range(count):
+      ids = [int(r["id"]) for r in ip.read_records(tiny, tiny_spec, "train", index, count)[0].as_numpy_iterator()]
+      want = [int(ex["id"]) for ex in tiny.as_dataset(split=ip.process_split("train", index, count),
+                                                      shuffle_files=False).as_numpy_iterator()]
+      assert ids == want
+
+
+def test_corrupt_train_shard_is_skipped_counted_and_named(shapes_data, tmp_path, monkeypatch, caplog, vocab_path):
+  builder, data_dir = _damaged_copy(shapes_data, tmp_path, lambda shards: _flip_middle(shards["train"][1]))
+  damaged = _shapes_config(data_dir)
+  lost = 8 - _readable(builder.data_dir + "/" + "captioned_shapes-train.tfrecord-00001-of-00003")
+  assert 0 < lost < 8
+  _use_builder(monkeypatch, builder)
+  with caplog.at_level("WARNING"):
+    iterator = ip.create_train_iterator(damaged, vocab_path, process_index=0, process_count=1)
+    batches = _take(iterator, 6)  # one epoch: 24 - lost records, so it wraps
+  assert all(b["image"].shape == (4, _SHAPES_SIZE, _SHAPES_SIZE, 3) for b in batches)
+  assert iterator.stats()["skipped_corrupt_records"] in (lost, 2 * lost)  # met once, or twice after the wrap
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("captioned_shapes-train.tfrecord-00001-of-00003" in m and f"remaining {lost} are skipped" in m
+             for m in warnings), warnings
+
+
+def test_eval_on_a_damaged_split_yields_its_batches(shapes_data, tmp_path, monkeypatch, caplog, vocab_path):
+  def damage(shards):
+    _flip_middle(shards["validation"][0])
+    _truncate(shards["validation"][2], 0.6)
+  builder, data_dir = _damaged_copy(shapes_data, tmp_path, damage)
+  files = sorted(tf.io.gfile.glob(f"{builder.data_dir}/*-validation.tfrecord-*"))
+  lost = 12 - sum(_readable(f) for f in files)
+  assert lost > 0
+  _use_builder(monkeypatch, builder)
+  with caplog.at_level("WARNING"):
+    iterator = ip.create_eval_iterator(_shapes_config(data_dir), vocab_path, None, 4, process_index=0,
+                                       process_count=1)
+    batches = list(iterator)
+  assert len(batches) == len(iterator) == 3
+  assert sum(int(b["valid"].sum()) for b in batches) == 12 - lost
+  assert iterator.stats()["skipped_corrupt_records"] == lost
+  warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+  assert os.path.basename(files[0]) in warned and os.path.basename(files[2]) in warned
+
+
+@pytest.mark.parametrize("split,damage", [
+    ("train", "corrupt"), ("validation", "corrupt"), ("train", "missing"), ("validation", "empty")])
+def test_unreadable_split_names_data_dir_and_split(shapes_data, tmp_path, monkeypatch, vocab_path, split, damage):
+  def apply(shards):
+    for path in shards[split]:
+      if damage == "corrupt":
+        _flip_first(path)
+      elif damage == "missing":
+        os.remove(path)
+      else:
+        _truncate(path, 0.0)
+  builder, data_dir = _damaged_copy(shapes_data, tmp_path, apply)
+  _use_builder(monkeypatch, builder)
+  config = _shapes_config(data_dir)
+  with pytest.raises(RuntimeError) as error:
+    if split == "train":
+      next(ip.create_train_iterator(config, vocab_path, process_index=0, process_count=1))
+    else:
+      list(ip.create_eval_iterator(config, vocab_path, None, 4, process_index=0, process_count=1))
+  message = str(error.value)
+  assert f"split {split!r}" in message and f"data_dir {data_dir}" in message and "captioned_shapes" in message
+
+
+def test_non_utf8_caption_is_replaced_not_an_error(tokenizer):
+  rng = np.random.default_rng(6)
+  bad = b"\xff\xfe a red circle"
+  items = [(_png(_noise(rng, 10, 10)), [bad])] + [(_png(_noise(rng, 10, 10)), [f"picture {i}"]) for i in range(3)]
+  records, count = _records(items)
+  records = records.map(lambda r: dict(r, captions=tf.where(r["image_id"] == "0", tf.constant([bad]),
+                                                            r["captions"])))
+  want_ids, want_mask = tokenizer.tokenize(["a red circle"])  # U+FFFD is dropped as the reference does
+  settings = _settings()
+  for iterator in (ip.DataIterator(ip.train_dataset(records, count, settings, tokenizer), "train"),
+                   ip.DataIterator(ip.eval_dataset(records, count, settings, tokenizer, None, 1), "eval", 1)):
+    batch = next(iterator)
+    row = batch["image_id"].tolist().index(b"0")
+    assert batch["caption"][row] == bad
+    assert batch["caption"][row].decode("utf-8", "replace") == "\ufffd\ufffd a red circle"
+    np.testing.assert_array_equal(batch["token_ids"][row], want_ids[0])
+    np.testing.assert_array_equal(batch["token_mask"][row], want_mask[0])

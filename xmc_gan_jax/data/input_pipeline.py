@@ -15,14 +15,20 @@ examples of that epoch before resizing and tokenising (those are still read and 
 The stream is a function of (config.seed, process index and count, the data) only, provided nothing calls
 tf.random.set_seed (tf.data would mix that seed in; a warning is logged).
 
-Bad input never stops a run: undecodable images, examples whose captions are all empty and images with a side
-under 8 px are skipped and counted; captions longer than max_length tokens are truncated and counted. Counts are
-read from the iterator (`.stats()`, keys STAT_KEYS) and logged.
+Bad input never stops a run: undecodable images, examples whose captions are all empty, images with a side
+under 8 px and unreadable TFRecord records (of a corrupt, truncated, empty or missing shard file) are skipped
+and counted; captions longer than max_length tokens are truncated and counted. Counts are read from the iterator
+(`.stats()`, keys STAT_KEYS) and logged; each damaged shard file is also named in a warning. TensorFlow cannot
+resynchronise inside a damaged TFRecord file, so every record of a shard from the first bad one on is lost (and
+counted). A split of which nothing is readable fails with an error naming the dataset, split and data_dir.
+Captions are bytes; invalid UTF-8 is replaced (U+FFFD) by the tokenizer, never an error.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import threading
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -34,11 +40,13 @@ from xmc_gan_jax.data import coco
 from xmc_gan_jax.data import localized_narratives
 from xmc_gan_jax.data import tokenizer as tokenizer_lib
 
-STAT_KEYS = ("skipped_undecodable", "skipped_empty_caption", "skipped_too_small", "truncated_caption")
+SKIP_KEYS = ("skipped_undecodable", "skipped_empty_caption", "skipped_too_small", "skipped_corrupt_records")
+STAT_KEYS = SKIP_KEYS + ("truncated_caption",)
 MIN_IMAGE_SIDE = 8  # px; smaller images are skipped
 MAX_OBJECTS = 3  # objects per captioned-shapes image
 SHAPES_OBJECT_FIELDS = ("color", "shape", "size", "row", "col")
-_OK, _UNDECODABLE, _EMPTY_CAPTION, _TOO_SMALL = 0, 1, 2, 3
+_OK, _UNDECODABLE, _EMPTY_CAPTION, _TOO_SMALL, _CORRUPT = 0, 1, 2, 3, 4  # a status i > 0 counts in SKIP_KEYS[i-1]
+_END = 5  # the eval stream's last row (a padding row): carries the final skip counts
 _AUTOTUNE = tf.data.AUTOTUNE
 # Graph-level seed tf.data combines with op seeds while tf.random.set_seed() has not been called.
 _TF_DEFAULT_GRAPH_SEED = 87654321
@@ -126,15 +134,120 @@ def load_builder(spec: DatasetSpec, data_dir: str, manual_dir: str, process_coun
   return builder
 
 
+def describe_source(builder, spec: DatasetSpec, split: str) -> str:
+  """Names the data in errors and warnings: dataset, split and data_dir."""
+  root = getattr(builder, "data_dir_root", None) or builder.data_dir
+  return f"dataset {spec.tfds_name}, split {split!r}, data_dir {os.fspath(root)}"
+
+
 def read_records(builder, spec: DatasetSpec, split: str, process_index: int,
                  process_count: int) -> tuple[tf.data.Dataset, int]:
-  """(standard records of this process's shard in stored order, number of records in it)."""
+  """(standard records of this process's shard in stored order, number of records in it).
+
+  TFRecord datasets are read shard file by shard file, in the order TFDS reads them, so that an unreadable
+  record ends only its own file: the rest of that file becomes one placeholder record whose `_corrupt` holds the
+  number of records lost (counted as skipped_corrupt_records) and a warning names the file.
+  """
   sub_split = process_split(spec.resolve_split(split), process_index, process_count)
+  if _reads_tfrecord_shards(builder):
+    return _read_shards(builder, spec, sub_split, describe_source(builder, spec, split))
   ds = builder.as_dataset(split=sub_split, decoders=spec.decoders, shuffle_files=False)
   num_records = int(ds.cardinality())
   if num_records < 0:
     num_records = int(builder.info.splits[sub_split].num_examples)
   return ds.map(spec.standardize, num_parallel_calls=_AUTOTUNE), num_records
+
+
+def _reads_tfrecord_shards(builder) -> bool:
+  """Whether the builder reads TFRecord shards with TFDS's own reader (not a mock or a custom _as_dataset)."""
+  as_dataset = getattr(type(builder), "_as_dataset", None)
+  if getattr(as_dataset, "__qualname__", "") != "FileReaderBuilder._as_dataset":
+    return False
+  file_format = builder.info.file_format or tfds.core.file_adapters.DEFAULT_FILE_FORMAT
+  return tfds.core.file_adapters.FileFormat.from_value(file_format) == tfds.core.file_adapters.FileFormat.TFRECORD
+
+
+def _read_shards(builder, spec: DatasetSpec, sub_split, source: str) -> tuple[tf.data.Dataset, int]:
+  """TFDS's read of `sub_split` (same files, skip/take, interleave and decoding, hence the same order), with
+  each shard file read on its own so that damage is skipped, counted and named; see read_records."""
+  instructions = list(builder.info.splits[sub_split].file_instructions)
+  num_records = sum(int(f.take) for f in instructions)
+  paths = [os.fspath(f.filename) for f in instructions]
+  readable = []
+  for path, instruction in zip(paths, instructions):
+    exists = tf.io.gfile.exists(path)
+    readable.append(exists and tf.io.gfile.stat(path).length > 0)
+    if not exists:  # TFRecordDataset(...).ignore_errors() would retry a missing file forever
+      logging.warning("%s: shard file %s is missing; its %d records are skipped (skipped_corrupt_records).",
+                      source, path, instruction.take)
+  if num_records > 0 and not any(r for r, f in zip(readable, instructions) if f.take > 0):
+    raise RuntimeError(f"No readable data for {source}: every shard file of this process's part is missing "
+                       f"or empty ({', '.join(paths)}). Prepare the dataset again (TFDS) or fix "
+                       "config.dataset.data_dir.")
+
+  if isinstance(spec.decoders, tfds.decode.PartialDecoding):
+    features = spec.decoders.extract_features(builder.info.features)
+    decoders = spec.decoders.decoders
+  else:
+    features, decoders = builder.info.features, spec.decoders
+
+  def parse(serialized):
+    return features.deserialize_example(serialized, decoders=decoders)
+
+  decoded_spec = tf.data.Dataset.from_tensors(tf.constant(b"")).map(parse).element_spec
+  reported, lock = set(), threading.Lock()
+
+  def report(path, skip, take, read, lost):
+    key = (bytes(path), int(skip), int(read))
+    with lock:
+      first = key not in reported
+      reported.add(key)
+    if first:  # once per damaged file and pipeline (every epoch reads it again)
+      logging.warning("%s: shard file %s is corrupt or truncated: %d of the %d records this process reads from it ("
+                      "from its record %d on) were readable, the remaining %d are skipped (skipped_corrupt_records).",
+                      source, bytes(path).decode("utf-8", "replace"), int(read), int(take), int(skip), int(lost))
+    return lost
+
+  def shard_records(instruction):
+    path, skip, take = instruction["path"], instruction["skip"], instruction["take"]
+    records = tf.data.TFRecordDataset(path).skip(skip).take(tf.where(instruction["readable"], take, 0))
+    records = records.ignore_errors().map(lambda record: (record, tf.constant(False)))
+    end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
+
+    def count(read, item):
+      record, is_end = item
+      lost = tf.where(is_end, take - read, tf.constant(0, tf.int64))
+      return read + tf.cast(tf.logical_not(is_end), tf.int64), (record, lost, is_end, read)
+
+    def named(record, lost, is_end, read):
+      lost = tf.cond(lost > 0, lambda: tf.numpy_function(report, [path, skip, take, read, lost], tf.int64,
+                                                         stateful=True),
+                     lambda: lost)
+      return record, tf.ensure_shape(lost, [])
+
+    out = records.concatenate(end).scan(tf.constant(0, tf.int64), count)
+    out = out.filter(lambda record, lost, is_end, read: tf.logical_or(tf.logical_not(is_end), lost > 0))
+    return out.map(named)
+
+  read_config = tfds.ReadConfig()
+  cycle_length = read_config.interleave_cycle_length
+  if not isinstance(cycle_length, int) or cycle_length < 1:  # TFDS's default (MISSING)
+    cycle_length = 1 if builder.info.disable_shuffling else 16
+  instruction_ds = tf.data.Dataset.from_tensor_slices({
+      "path": tf.constant(paths, tf.string), "skip": np.array([f.skip for f in instructions], np.int64),
+      "take": np.array([f.take for f in instructions], np.int64), "readable": np.array(readable, bool)})
+  ds = instruction_ds.interleave(shard_records, cycle_length=cycle_length,
+                                 block_length=read_config.interleave_block_length, num_parallel_calls=_AUTOTUNE,
+                                 deterministic=True)
+  placeholder = tf.nest.map_structure(
+      lambda s: tf.zeros([0 if d is None else d for d in s.shape], s.dtype), decoded_spec)
+
+  def standard(serialized, lost):
+    example = tf.cond(lost > 0, lambda: placeholder, lambda: parse(serialized))
+    example = tf.nest.map_structure(lambda t, s: tf.ensure_shape(t, s.shape), example, decoded_spec)
+    return dict(spec.standardize(example), _corrupt=lost)
+
+  return ds.map(standard, num_parallel_calls=_AUTOTUNE), num_records
 
 
 # ------------------------------------------------------------------------------------------------ per example
@@ -159,9 +272,15 @@ def _prepare_example(record: dict[str, tf.Tensor], epoch, index, *, seed: int, p
   """Caption choice and flip decision (before decoding); marks examples with no usable caption."""
   key = _example_key(seed, process_index, epoch, index)
   caption = choose_caption(record["captions"], tf.random.experimental.stateless_fold_in(key, 0))
-  out = {k: v for k, v in record.items() if k != "captions"}
+  out = {k: v for k, v in record.items() if k not in ("captions", "_corrupt")}
   out["caption"] = caption
   out["_status"] = tf.where(tf.strings.length(caption) > 0, _OK, _EMPTY_CAPTION)
+  if "_corrupt" in record:  # placeholder for the unreadable rest of a shard file: counts as that many records
+    corrupt = record["_corrupt"] > 0
+    out["_status"] = tf.where(corrupt, _CORRUPT, out["_status"])
+    out["_weight"] = tf.where(corrupt, record["_corrupt"], tf.constant(1, tf.int64))
+  else:
+    out["_weight"] = tf.constant(1, tf.int64)
   flip_key = tf.random.experimental.stateless_fold_in(key, 1)
   out["_flip"] = tf.random.stateless_uniform([], seed=flip_key) < 0.5 if flip else tf.constant(False)
   return out
@@ -194,26 +313,30 @@ def decode_and_check(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def count_and_filter(ds: tf.data.Dataset, max_consecutive_skips: int) -> tf.data.Dataset:
-  """Drops flagged examples; each kept one carries `_skips` int64 [3], the skips so far (STAT_KEYS[:3] order).
+  """Drops flagged examples; each kept one carries `_skips` int64 [4], the skips so far (SKIP_KEYS order).
 
-  Fails with a clear error once more than `max_consecutive_skips` examples in a row were skipped (a whole pass
-  over the data without one usable example), instead of looping forever.
+  Fails with a clear error once more than `max_consecutive_skips` records in a row were skipped (a whole pass
+  over the data without one usable example), instead of looping forever. An example's `_weight` (default 1) is
+  the number of records it stands for (a corrupt-shard placeholder stands for the records lost).
   """
-  message = (f"No usable example in {max_consecutive_skips} consecutive records: every image is undecodable, "
-             f"smaller than {MIN_IMAGE_SIDE} px or has only empty captions. Check the dataset.")
+  message = (f"No usable example in {max_consecutive_skips + 1} consecutive records: every record is unreadable "
+             f"(corrupt shard), its image undecodable or smaller than {MIN_IMAGE_SIDE} px, or its captions all "
+             "empty. Check the dataset.")
 
   def step(state, example):
     counts, run = state
     status = example["_status"]
-    counts = counts + tf.one_hot(status - 1, 3, dtype=tf.int64)
-    run = tf.where(status == _OK, tf.constant(0, tf.int64), run + 1)
+    weight = example.get("_weight", tf.constant(1, tf.int64))
+    counts = counts + tf.one_hot(status - 1, len(SKIP_KEYS), dtype=tf.int64) * weight
+    run = tf.where(status == _OK, tf.constant(0, tf.int64), run + weight)
     check = tf.debugging.Assert(run <= max_consecutive_skips, [message])
     with tf.control_dependencies([check]):
       counts = tf.identity(counts)
     return (counts, run), dict(example, _skips=counts)
 
-  ds = ds.scan((tf.zeros([3], tf.int64), tf.constant(0, tf.int64)), step)
-  return ds.filter(lambda example: tf.equal(example["_status"], _OK))
+  ds = ds.scan((tf.zeros([len(SKIP_KEYS)], tf.int64), tf.constant(0, tf.int64)), step)
+  return ds.filter(lambda example: tf.logical_or(tf.equal(example["_status"], _OK),
+                                                 tf.equal(example["_status"], _END)))
 
 
 def resize_image(image: tf.Tensor, size: int, center_crop: bool) -> tf.Tensor:
@@ -228,9 +351,10 @@ def resize_image(image: tf.Tensor, size: int, center_crop: bool) -> tf.Tensor:
 
 def _finish_example(example: dict[str, tf.Tensor], *, size: int, center_crop: bool) -> dict[str, tf.Tensor]:
   """Resize, optional flip, uint8; drops the internal keys except _skips and _segment."""
-  image = resize_image(example["image"], size, center_crop)
+  image = tf.cond(tf.equal(example["_status"], _END), lambda: tf.zeros([size, size, 3]),
+                  lambda: resize_image(example["image"], size, center_crop))
   image = tf.cond(example["_flip"], lambda: tf.reverse(image, axis=[1]), lambda: image)
-  out = {k: v for k, v in example.items() if k not in ("_status", "_flip")}
+  out = {k: v for k, v in example.items() if k not in ("_status", "_flip", "_weight")}
   out["image"] = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
   return out
 
@@ -315,12 +439,19 @@ def eval_dataset(records: tf.data.Dataset, num_records: int, settings: PipelineS
   ds = ds.enumerate().map(lambda i, record: dict(_prepare_example(
       record, i // num_records, i % num_records, seed=settings.seed, process_index=settings.process_index,
       flip=False), _segment=tf.constant(0, tf.int64)), num_parallel_calls=_AUTOTUNE)
-  ds = count_and_filter(decode_and_check(ds), max_consecutive_skips=num_records)
+  if num_take is None:  # an end row, so that skips after the last usable example are counted too
+    end = tf.nest.map_structure(lambda s: tf.zeros([0 if d is None else d for d in s.shape], s.dtype),
+                                ds.element_spec)
+    end.update(_status=tf.constant(_END, end["_status"].dtype), _weight=tf.constant(0, tf.int64))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(end))
+  # One pass (num_take None) is num_records records: all of them skipped means the split has no usable example.
+  max_skips = num_records if num_take is not None else num_records - 1
+  ds = count_and_filter(decode_and_check(ds), max_consecutive_skips=max_skips)
   if num_take is not None:
     ds = ds.take(num_take)
-  ds = ds.map(lambda ex: _finish_example(ex, size=settings.image_size, center_crop=settings.center_crop),
+  ds = ds.map(lambda ex: dict(_finish_example(ex, size=settings.image_size, center_crop=settings.center_crop),
+                              valid=tf.cast(tf.equal(ex["_status"], _OK), tf.int32)),
               num_parallel_calls=_AUTOTUNE)
-  ds = ds.map(lambda ex: dict(ex, valid=tf.constant(1, tf.int32)))
   # Padding rows: black image, caption "" (tokenised as [CLS] [SEP]), valid 0.
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * settings.batch_size)
@@ -332,10 +463,12 @@ def eval_dataset(records: tf.data.Dataset, num_records: int, settings: PipelineS
 class DataIterator:
   """Iterator of host batches (dicts of numpy arrays) that also tracks skipped and truncated examples."""
 
-  def __init__(self, dataset: tf.data.Dataset, name: str, num_batches: int | None = None):
+  def __init__(self, dataset: tf.data.Dataset, name: str, num_batches: int | None = None, source: str = ""):
+    """source: the data in words (describe_source), named in errors and logs."""
     self.dataset = dataset
     self.name = name
     self.num_batches = num_batches
+    self.source = source
     self._iterator = dataset.as_numpy_iterator()
     self._skips_by_segment: dict[int, np.ndarray] = {}
     self._truncated = 0
@@ -352,29 +485,32 @@ class DataIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     try:
       batch = next(self._iterator)
-    except tf.errors.InvalidArgumentError as e:
-      raise RuntimeError(f"{self.name} input pipeline failed: {e.message}") from e
+    except tf.errors.OpError as e:
+      where = f" ({self.source})" if self.source else ""
+      raise RuntimeError(f"{self.name} input pipeline{where} failed: {e.message}") from e
     # _skips counts skips cumulatively within a segment (a training epoch; the whole eval stream).
     segments, skips, truncated = batch.pop("_segment"), batch.pop("_skips"), batch.pop("_truncated")
     real = batch["valid"].astype(bool) if "valid" in batch else np.ones(len(segments), bool)
-    if real.any():
-      last = np.flatnonzero(real)[-1]
-      self._skips_by_segment[int(segments[last])] = skips[last]
+    # Counts only grow within a segment; padding rows carry zeros, the eval end row the final counts.
+    for segment in np.unique(segments):
+      latest = skips[segments == segment].max(axis=0)
+      self._skips_by_segment[int(segment)] = np.maximum(self._skips_by_segment.get(int(segment), latest), latest)
     self._truncated += int(truncated[real].sum())
     self._log_changes()
     return batch
 
   def stats(self) -> dict[str, int]:
     """Examples skipped so far by reason, and captions truncated so far (keys STAT_KEYS)."""
-    skips = np.sum(list(self._skips_by_segment.values()), axis=0) if self._skips_by_segment else np.zeros(3)
-    counts = {key: int(value) for key, value in zip(STAT_KEYS[:3], skips)}
-    counts[STAT_KEYS[3]] = self._truncated
+    skips = (np.sum(list(self._skips_by_segment.values()), axis=0) if self._skips_by_segment
+             else np.zeros(len(SKIP_KEYS)))
+    counts = {key: int(value) for key, value in zip(SKIP_KEYS, skips)}
+    counts["truncated_caption"] = self._truncated
     return counts
 
   def _log_changes(self) -> None:
     counts = self.stats()
     if counts != self._logged and any(counts.values()):
-      logging.log_every_n_seconds(logging.INFO, "%s data: %s", 60, self.name, counts)
+      logging.log_every_n_seconds(logging.INFO, "%s data (%s): %s", 60, self.name, self.source, counts)
       self._logged = counts
 
 
@@ -412,7 +548,7 @@ def create_train_iterator(config, vocab_path: str, start_step: int = 0, *, proce
   logging.info("Train data %s[%s]: %d examples in process %d/%d, batch %d, resuming at step %d.",
                spec.tfds_name, config.dataset.train_split, num_records, process_index, process_count, host_batch,
                start_step)
-  return DataIterator(ds, "train")
+  return DataIterator(ds, "train", source=describe_source(builder, spec, config.dataset.train_split))
 
 
 def create_eval_iterator(config, vocab_path: str, num_examples: int | None, batch_size: int, *,
@@ -431,7 +567,9 @@ def create_eval_iterator(config, vocab_path: str, num_examples: int | None, batc
   spec = dataset_spec(config.dataset.name, int(config.model.image_size))
   builder = load_builder(spec, config.dataset.data_dir, config.dataset.manual_dir, process_count)
   split = spec.resolve_split(config.dataset.eval_split)
-  shard_sizes = [int(builder.as_dataset(split=process_split(split, p, process_count), decoders=spec.decoders)
+  shard_sizes = [int(builder.info.splits[process_split(split, p, process_count)].num_examples)
+                 if _reads_tfrecord_shards(builder) else
+                 int(builder.as_dataset(split=process_split(split, p, process_count), decoders=spec.decoders)
                      .cardinality()) for p in range(process_count)]
   records, num_records = read_records(builder, spec, config.dataset.eval_split, process_index, process_count)
   num_take = None
@@ -442,4 +580,5 @@ def create_eval_iterator(config, vocab_path: str, num_examples: int | None, batc
   settings = dataclasses.replace(_settings(config, host_batch, process_index),
                                  seed=int(config.seed) + int(seed_offset))
   ds = eval_dataset(records, num_records, settings, tokenizer, num_take, num_batches)
-  return DataIterator(ds, "eval", num_batches=num_batches)
+  return DataIterator(ds, "eval", num_batches=num_batches,
+                      source=describe_source(builder, spec, config.dataset.eval_split))
