@@ -61,8 +61,11 @@ class Trainer(runtime.Runtime):
         f"Move that folder away to train from scratch, or restore it from a backup.")
 
   def _skip_damaged(self, checkpointer: checkpointing.Checkpointer, step: int, error: Exception) -> None:
-    lines = str(error).strip().splitlines() or [""]
-    short = f"{type(error).__name__}: {lines[0][:200]}"
+    root = error  # the innermost cause names the file and the problem (orbax wraps it in a generic Exception)
+    while (root.__cause__ or root.__context__) is not None and len(str(root.__cause__ or root.__context__)) > 0:
+      root = root.__cause__ or root.__context__
+    lines = str(root).strip().splitlines() or [""]
+    short = f"{type(root).__name__}: {lines[0][:300]}"
     self.skipped_checkpoints.append((step, short))
     logging.warning("Skipping damaged checkpoint of step %d in %s (%s); trying the previous one.",
                     step, checkpointer.directory, short)
