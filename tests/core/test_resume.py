@@ -68,7 +68,7 @@ def test_time_budget_stops_early_with_a_checkpoint(budget, tmp_path):
   assert step == 1 if budget == "deadline" else step in (1, 2)
   assert logged == list(range(1, step + 1))
   assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [step]
-  assert not train.training_done(str(tmp_path))
+  assert not checkpointing.training_done(str(tmp_path))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -79,7 +79,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteLossError, match="Last good checkpoint: 2"):
     train.Trainer(config, text_encoder=poisoned).run(str(tmp_path))
   assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [2]
-  assert not train.training_done(str(tmp_path))
+  assert not checkpointing.training_done(str(tmp_path))
 
 
 def test_resume_refuses_other_text_features(tmp_path):
@@ -108,7 +108,7 @@ def test_resume_refuses_other_network_shapes(tmp_path):
     trainer.run(str(tmp_path))
   saved = json.loads(tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)}).to_json_best_effort())
   assert saved["model"]["g_channel_multipliers"] == [3, 1, 2]  # JSON keeps tuples as lists
-  train.check_same_setup({"config": json.dumps(saved)},
-                         tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)}), "x")
+  runtime.check_same_setup({"config": json.dumps(saved)},
+                           tiny_setup.tiny_config(**{"model.g_channel_multipliers": (3, 1, 2)}), "x")
   with pytest.raises(ValueError, match="model.gf_dim=4, but this config has 8"):
-    train.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(**{"model.gf_dim": 8}), "x")
+    runtime.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(**{"model.gf_dim": 8}), "x")
