@@ -148,7 +148,9 @@ class FeatureExtractor:
     if count < self.batch_size:
       pad = np.zeros((self.batch_size - count,) + images.shape[1:], images.dtype)
       images = np.concatenate([images, pad])
-    return self._fn(self._variables, images), count
+    # An explicit device_put: under several processes jit refuses numpy inputs with a non-trivial sharding,
+    # while this process's own (fully addressable) mesh accepts them placed.
+    return self._fn(self._variables, jax.device_put(images, self._data_sharding)), count
 
   def _to_features(self, pending) -> Features:
     outputs, count = pending

@@ -8,8 +8,8 @@ WORKDIR/TRAIN_DONE exists and every checkpoint is scored, or after a timeout. Sc
 evaluation/evaluator.py.
 """
 import csv
+import io
 import os
-import pathlib
 import time
 
 import jax
@@ -71,13 +71,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   return scores
 
 
+def _read_text(path) -> str:
+  """The file's text, "" when it does not exist (local paths and gs:// alike)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(path)
+  return path.read_text() if path.exists() else ""
+
+
 def read_scored_steps(path) -> set[int]:
-  """Steps that already have a row in a scores.csv (empty set if the file does not exist)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    return set()
-  with path.open(newline="") as f:
-    return {int(row["step"]) for row in csv.DictReader(f) if row.get("step", "").strip()}
+  """Steps that already have a row in a scores.csv (empty set if the file does not exist; path may be gs://)."""
+  rows = csv.DictReader(io.StringIO(_read_text(path)))
+  return {int(row["step"]) for row in rows if row.get("step", "").strip()}
 
 
 def scores_columns(row: dict[str, float]) -> list[str]:
@@ -89,23 +93,25 @@ def scores_columns(row: dict[str, float]) -> list[str]:
 
 
 def append_scores(path, step: int, row: dict[str, float]) -> None:
-  """Appends one row; writes the header first if the file is new (an existing header decides the columns)."""
-  path = pathlib.Path(path)
+  """Appends one row; writes the header first if the file is new (an existing header decides the columns).
+
+  The file is rewritten whole (object stores such as gs:// cannot append); it holds one short row per checkpoint.
+  """
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  text = _read_text(path)
   row = dict(row, step=step)
-  header = None
-  if path.is_file() and path.stat().st_size:
-    with path.open(newline="") as f:
-      header = next(csv.reader(f), None)
+  header = next(csv.reader(io.StringIO(text)), None) if text.strip() else None
+  out = io.StringIO()
   if header is None:
     header = scores_columns(row)
-    with path.open("w", newline="") as f:
-      csv.writer(f).writerow(header)
+    csv.writer(out).writerow(header)
+    text = ""
   extra = sorted(set(row) - set(header))
   if extra:
     logging.warning("%s has no columns for %s; those values are only in TensorBoard.", path, extra)
   fmt = lambda k: "" if k not in row else (str(int(row[k])) if k in ("step",) + _CSV_TAIL else f"{row[k]:.8g}")
-  with path.open("a", newline="") as f:
-    csv.writer(f).writerow([fmt(k) for k in header])
+  csv.writer(out).writerow([fmt(k) for k in header])
+  epath.Path(path).write_text(text + out.getvalue())
 
 
 def follow_checkpoints(config: ml_collections.ConfigDict, workdir: str, *, poll_seconds: float | None = None,
@@ -125,7 +131,7 @@ def follow_checkpoints(config: ml_collections.ConfigDict, workdir: str, *, poll_
   runtime = runtime or (evaluator.runtime if evaluator else runtime_lib.Runtime(config))
   evaluator = evaluator or Evaluator(config, runtime, num_images=_standalone_images(config))
   repeats = int(config.eval.repeats)
-  scores_path = pathlib.Path(workdir) / SCORES_FILE
+  scores_path = os.path.join(workdir, SCORES_FILE)
   done = read_scored_steps(scores_path)
   writer = metric_writers.create_default_writer(os.path.join(workdir, EVENTS_DIR),
                                                 just_logging=jax.process_index() > 0)
