@@ -70,8 +70,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.sentence_weight = 1.0
   config.loss.word_weight = 1.0
   config.loss.image_weight = 1.0        # image-image on D features
-  config.loss.pretrained_image_weight = 1.0  # image-image on VGG-19 features (only when vgg_weights is set)
-  config.loss.vgg_weights = ""          # Keras-format VGG-19 .h5 file supplied by the user
+  # Image-image on pretrained features (the paper: VGG-19); only where GANModules.pretrained_features is given (no
+  # shipped config has such weights offline, so the term runs on D features alone).
+  config.loss.pretrained_image_weight = 1.0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g_lr = 1e-4

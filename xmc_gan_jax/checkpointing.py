@@ -1,13 +1,12 @@
 """Orbax checkpoints of the whole train state (async, keep N), restored straight into sharded targets.
 
 Layout: WORKDIR/checkpoints/<step>/{state,meta}. `meta` is JSON (the step and the config), so evaluation and
-sampling can rebuild the model from a workdir alone. A SIGTERM (TPU preemption, Ctrl-C from a launcher) asks the
-trainer to save and exit cleanly; a run whose loss turns non-finite never saves the bad state.
+sampling can rebuild the model from a workdir alone. WORKDIR/TRAIN_DONE tells `--mode=eval` followers that no more
+checkpoints will come. (When to stop and save early is stop_decision's.)
 """
 import contextlib
 import logging as std_logging
 import os
-import signal
 import uuid
 from typing import Any
 
@@ -134,27 +133,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
-
-
-class PreemptionWatcher:
-  """Turns SIGTERM into a flag the training loop polls (`requested`), so the loop saves and exits cleanly."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not in the main thread (e.g. some test runners): no preemption handling
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-    return False

@@ -12,7 +12,9 @@ from absl import logging
 from xmc_gan_jax import checkpointing
 from xmc_gan_jax import image_grid
 from xmc_gan_jax import runtime
+from xmc_gan_jax import stop_decision
 from xmc_gan_jax import train_state
+from xmc_gan_jax import workdir_lock
 from xmc_gan_jax.data import sources
 
 
@@ -86,8 +88,20 @@ class Trainer(runtime.Runtime):
     `deadline` (unix seconds; the clock of `time.time()`) has passed, whichever comes first. Set-up before the
     loop (restoring, building the input pipeline, generating a TFDS dataset) counts against `deadline` but not
     against `max_train_seconds`. `on_log(step, scalars)`, if given, is called with the logged scalars every
-    `log_every_steps`. Returns the final state.
+    `log_every_steps`. Returns the final state. A SIGTERM on any process or the time budget of process 0 stops
+    every process after the same step, with a checkpoint (stop_decision). Process 0 holds WORKDIR's trainer lock
+    (workdir_lock): a second trainer on the same workdir is refused.
     """
+    lock = workdir_lock.WorkdirLock(workdir)
+    if jax.process_index() == 0:
+      lock.acquire()  # before anything is written: a second trainer on this workdir stops here
+    try:
+      return self._run_locked(workdir, lock, evaluator, on_log, deadline)
+    finally:
+      lock.release()
+
+  def _run_locked(self, workdir, lock, evaluator, on_log, deadline) -> train_state.TrainState:
+    """`run` while holding the workdir lock (process 0 holds it; `lock.refresh` is a no-op elsewhere)."""
     from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
     config = self.config
@@ -118,7 +132,7 @@ class Trainer(runtime.Runtime):
     stop_time = deadline if deadline is not None else float("inf")
     if config.max_train_seconds:
       stop_time = min(stop_time, time.time() + config.max_train_seconds)
-    with checkpointing.PreemptionWatcher() as preemption:
+    with stop_decision.StopDecision(stop_time) as decision:
       while step < config.total_steps:
         host_batch = next(data)
         if fixed is None:
@@ -127,9 +141,10 @@ class Trainer(runtime.Runtime):
         step += 1
         pending.append(metrics)
         progress(step)
-        out_of_time = time.time() > stop_time
-        is_last = step == config.total_steps or out_of_time
-        if step % config.log_every_steps == 0 or is_last or preemption.requested:
+        stop = decision.poll(step)  # the same answer on every process
+        lock.refresh()
+        is_last = step == config.total_steps or stop != stop_decision.NONE
+        if step % config.log_every_steps == 0 or is_last:
           steps_per_sec = (step - last_log_step) / max(time.time() - last_log_time, 1e-9)
           last_log_time, last_log_step = time.time(), step
           scalars = _mean_metrics(pending)
@@ -147,7 +162,7 @@ class Trainer(runtime.Runtime):
           writer.write_scalars(step, scalars)
           if on_log is not None:
             on_log(step, scalars)
-        if step % config.checkpoint_every_steps == 0 or is_last or preemption.requested:
+        if step % config.checkpoint_every_steps == 0 or is_last:
           if pending and _mean_metrics(pending).get("nonfinite", 0.0) > 0:
             checkpointer.close()
             raise NonFiniteLossError(f"Non-finite loss before step {step}; last good checkpoint "
@@ -158,11 +173,8 @@ class Trainer(runtime.Runtime):
         # After the save: an evaluation that fails (e.g. unreadable eval data) cannot lose this step.
         if evaluator is not None and config.eval.every_steps and (step % config.eval.every_steps == 0 or is_last):
           evaluator.evaluate(state, step, writer)
-        if preemption.requested:
-          logging.warning("SIGTERM received: saved step %d, exiting.", step)
-          break
-        if out_of_time:
-          logging.info("Time budget (max_train_seconds or deadline) reached at step %d: saved, stopping.", step)
+        if stop != stop_decision.NONE:
+          logging.warning("%s: saved step %d on every process, stopping.", stop_decision.REASONS[stop], step)
           break
     checkpointer.close()
     writer.flush()

@@ -2,7 +2,7 @@
 
 A second trainer on the same workdir (a relaunch that left the old processes alive) would interleave checkpoints
 and events; `WorkdirLock.acquire` refuses it with an error that names the holder. A lock never stays stuck: the
-holder refreshes its heartbeat (`refresh`, called at log and checkpoint steps), and a lock whose heartbeat is older
+holder refreshes its heartbeat (`refresh`, called every step, writes once a minute), and a lock whose heartbeat is older
 than `stale_seconds`, or whose holder process is gone (same host), is taken over with a warning. Only process 0 of
 a multi-host run takes the lock.
 """
@@ -14,7 +14,8 @@ import time
 from absl import logging
 
 LOCK_FILE = "TRAINER_LOCK"
-DEFAULT_STALE_SECONDS = 900.0  # a heartbeat older than this means the holder died (checkpoints come far more often)
+DEFAULT_STALE_SECONDS = 900.0  # a heartbeat older than this means the holder died
+REFRESH_SECONDS = 60.0  # `refresh` rewrites the heartbeat at most this often (it is called every step)
 
 
 class WorkdirLockedError(RuntimeError):
@@ -40,6 +41,7 @@ class WorkdirLock:
     self.stale_seconds = float(stale_seconds)
     self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
     self._held = False
+    self._written = 0.0
 
   def _read(self) -> dict | None:
     try:
@@ -52,7 +54,8 @@ class WorkdirLock:
 
   def _write(self) -> None:
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self.path.write_text(json.dumps(dict(self.owner, heartbeat=time.time())))
+    self._written = time.time()
+    self.path.write_text(json.dumps(dict(self.owner, heartbeat=self._written)))
 
   def acquire(self) -> None:
     """Takes the lock, or raises WorkdirLockedError when a live trainer holds it."""
@@ -72,9 +75,9 @@ class WorkdirLock:
     self._write()
     self._held = True
 
-  def refresh(self) -> None:
-    """Renews the heartbeat (no-op unless held)."""
-    if self._held:
+  def refresh(self, force: bool = False) -> None:
+    """Renews the heartbeat if held and REFRESH_SECONDS have passed since the last write (or `force`)."""
+    if self._held and (force or time.time() - self._written >= REFRESH_SECONDS):
       self._write()
 
   def release(self) -> None:

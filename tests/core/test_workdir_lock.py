@@ -47,7 +47,9 @@ def test_release_and_refresh(tmp_path):
   with lock:
     first = json.loads(lock.path.read_text())["heartbeat"]
     time.sleep(0.01)
-    lock.refresh()
+    lock.refresh()  # within REFRESH_SECONDS of the last write: nothing written
+    assert json.loads(lock.path.read_text())["heartbeat"] == first
+    lock.refresh(force=True)
     assert json.loads(lock.path.read_text())["heartbeat"] > first
     lock.acquire()  # re-acquiring our own lock is fine (a resumed loop in the same process)
   assert not lock.path.exists()
@@ -56,3 +58,13 @@ def test_release_and_refresh(tmp_path):
   _holder(tmp_path / "new", host="elsewhere")
   lock.release()
   assert lock.path.exists()
+
+
+def test_a_second_trainer_is_refused_before_anything_is_built(tmp_path):
+  from tests.core import tiny_setup  # pylint: disable=import-outside-toplevel
+  from xmc_gan_jax import train  # pylint: disable=import-outside-toplevel
+  _holder(tmp_path)
+  trainer = train.Trainer(tiny_setup.tiny_config(), text_encoder=tiny_setup.tiny_text_encoder())
+  with pytest.raises(workdir_lock.WorkdirLockedError, match="in use by another trainer"):
+    trainer.run(str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
