@@ -17,6 +17,8 @@ from xmc_gan_jax import sample
 from xmc_gan_jax import sharding
 from xmc_gan_jax import train
 
+pytestmark = pytest.mark.slow  # trains a workdir and runs the command line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["a small red circle in the top left", "a big blue square in the middle"]
 CELL = 192  # captioned_grid's default cell width; 32 px images are upscaled 6x (nearest)

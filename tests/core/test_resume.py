@@ -3,6 +3,8 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
+import signal
 import time
 
 import jax
@@ -14,17 +16,47 @@ from xmc_gan_jax import checkpointing
 from xmc_gan_jax import runtime
 from xmc_gan_jax import train
 
+pytestmark = pytest.mark.slow  # each test trains (compiles the train step)
 
-def _train(workdir, total_steps):
+
+def _train(workdir, total_steps, on_log=None):
   config = tiny_setup.tiny_config(**{"total_steps": total_steps, "checkpoint_every_steps": 2,
                                      "log_every_steps": 1, "sample_every_steps": 2})
   trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
-  return trainer.run(str(workdir))
+  return trainer.run(str(workdir), on_log=on_log)
 
 
-def test_resume_is_deterministic(tmp_path):
+def _sigterm_at_step_1(step, scalars):
+  del scalars
+  if step == 1:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+  """A 4-step run sent SIGTERM after step 1's stop check: it stops at the next step boundary, after step 2, with a
+  checkpoint of step 2. Returns (workdir, final step); tests that change the workdir get a copy (`_copy`)."""
+  workdir = tmp_path_factory.mktemp("two_steps") / "run"
+  state = _train(workdir, 4, on_log=_sigterm_at_step_1)
+  return workdir, int(jax.device_get(state.step))
+
+
+def test_sigterm_saves_and_stops_at_the_next_step(two_steps):
+  workdir, step = two_steps
+  assert step == 2
+  assert checkpointing.Checkpointer(str(workdir), read_only=True).all_steps() == [2]
+  assert not checkpointing.training_done(str(workdir))
+
+
+def _copy(two_steps, tmp_path):
+  target = tmp_path / "run"
+  shutil.copytree(two_steps[0], target)
+  return target
+
+
+def test_resume_is_deterministic(tmp_path, two_steps):
   straight = jax.device_get(_train(tmp_path / "straight", 4))
-  _train(tmp_path / "resumed", 2)
+  shutil.copytree(two_steps[0], tmp_path / "resumed")
   assert checkpointing.Checkpointer(str(tmp_path / "resumed"), read_only=True).latest_step() == 2
   resumed = jax.device_get(_train(tmp_path / "resumed", 4))
   assert int(resumed.step) == int(straight.step) == 4
@@ -35,10 +67,9 @@ def test_resume_is_deterministic(tmp_path):
   assert glob.glob(os.path.join(tmp_path, "resumed", "events.out.tfevents.*"))
 
 
-def test_events_hold_train_scalars(tmp_path):
+def test_events_hold_train_scalars(two_steps):
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  _train(tmp_path, 2)
-  acc = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0, "images": 0})
+  acc = event_accumulator.EventAccumulator(str(two_steps[0]), size_guidance={"tensors": 0, "images": 0})
   acc.Reload()
   tags = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
   for tag in ("train/d_loss", "train/g_loss", "train/real_sentence_loss", "train/fake_word_accuracy",
@@ -71,8 +102,8 @@ def test_time_budget_stops_early_with_a_checkpoint(budget, tmp_path):
   assert not checkpointing.training_done(str(tmp_path))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  _train(tmp_path, 2)
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, two_steps):
+  tmp_path = _copy(two_steps, tmp_path)
   config = tiny_setup.tiny_config(**{"total_steps": 4, "checkpoint_every_steps": 2, "log_every_steps": 1})
   good = tiny_setup.tiny_text_encoder()
   poisoned = dataclasses.replace(good, params=jax.tree.map(lambda x: x * np.nan, good.params))
@@ -82,8 +113,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert not checkpointing.training_done(str(tmp_path))
 
 
-def test_resume_refuses_other_text_features(tmp_path):
-  _train(tmp_path, 2)
+def test_resume_refuses_other_text_features(tmp_path, two_steps):
+  tmp_path = _copy(two_steps, tmp_path)
   config = tiny_setup.tiny_config(**{"total_steps": 4, "text_encoder.features": "random_words"})
   trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
   with pytest.raises(ValueError, match="trained with text_encoder.features='contextual', but this config has "
@@ -99,8 +130,8 @@ def test_resume_refuses_other_text_features(tmp_path):
     runtime.check_same_setup({"config": json.dumps(saved)}, tiny_setup.tiny_config(), "x")
 
 
-def test_resume_refuses_other_network_shapes(tmp_path):
-  _train(tmp_path, 2)
+def test_resume_refuses_other_network_shapes(tmp_path, two_steps):
+  tmp_path = _copy(two_steps, tmp_path)
   config = tiny_setup.tiny_config(**{"total_steps": 4, "model.g_channel_multipliers": (3, 1, 2)})
   trainer = train.Trainer(config, text_encoder=tiny_setup.tiny_text_encoder())
   with pytest.raises(ValueError, match=r"trained with model.g_channel_multipliers=\(\), but this config has "

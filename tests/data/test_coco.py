@@ -10,6 +10,8 @@ from xmc_gan_jax.data import coco
 from xmc_gan_jax.data import input_pipeline as ip
 from xmc_gan_jax.data import tokenizer as tokenizer_lib
 
+pytestmark = pytest.mark.slow  # TFDS mock COCO through tf.data
+
 
 def test_splits_are_the_originals():
   assert coco.SPLIT_SIZES["train"] == 82_783

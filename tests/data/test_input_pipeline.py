@@ -11,6 +11,8 @@ from xmc_gan_jax.data import coco
 from xmc_gan_jax.data import input_pipeline as ip
 from xmc_gan_jax.data import tokenizer as tokenizer_lib
 
+pytestmark = pytest.mark.slow  # tf.data pipelines over generated TFDS datasets
+
 
 @pytest.fixture(scope="module")
 def vocab_path():

@@ -13,6 +13,8 @@ from xmc_gan_jax.data import input_pipeline as ip
 from xmc_gan_jax.data import localized_narratives as ln
 from xmc_gan_jax.data import tokenizer as tokenizer_lib
 
+pytestmark = pytest.mark.slow  # builds TFDS datasets
+
 LONG_NARRATIVE = ("In this image I can see a person standing on the road and holding an umbrella and behind him "
                   "there are buildings, trees, poles, street lights and vehicles, and in the background I can "
                   "see the sky with clouds and on the left side there is a board with some text on it.")

@@ -7,6 +7,8 @@ from xmc_gan_jax.data import shapes_builder
 from xmc_gan_jax.data import shapes_scene
 from xmc_gan_jax.data import shapes_verifier
 
+pytestmark = pytest.mark.slow  # generates a TFDS dataset
+
 
 def _prepare(data_dir, **kwargs):
   builder = shapes_builder.CaptionedShapes(config=shapes_builder.make_config(**kwargs), data_dir=str(data_dir))

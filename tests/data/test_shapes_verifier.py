@@ -31,8 +31,10 @@ def test_own_images_pass(dataset):
     assert summary[f"align_all_{k}obj"] >= 0.98, summary
 
 
+@pytest.mark.slow
 def test_noise_blank_and_shuffled_are_near_zero(dataset):
-  images, objects = dataset
+  # 120 of the scenes: six cases x 120 images keep each threshold below ~1/20 of its failures' count.
+  images, objects = dataset[0][:120], {k: v[:120] for k, v in dataset[1].items()}
   rng = np.random.default_rng(1)
   cases = {
       "noise": rng.integers(0, 256, images.shape, dtype=np.uint8),

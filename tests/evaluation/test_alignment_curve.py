@@ -17,6 +17,8 @@ from tests.evaluation import shapes_batches
 from xmc_gan_jax import checkpointing, runtime, sharding
 from xmc_gan_jax.data import shapes_scene, shapes_verifier, sources
 
+pytestmark = pytest.mark.slow  # compiles the initial state
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("alignment_curve", ROOT / "tools" / "alignment_curve.py")
 alignment_curve = importlib.util.module_from_spec(_spec)

@@ -30,6 +30,8 @@ from xmc_gan_jax.evaluation import features
 from xmc_gan_jax.evaluation import follow
 from xmc_gan_jax.evaluation import fid_stats
 
+pytestmark = pytest.mark.slow  # trains a run with periodic evaluation
+
 NUM_IMAGES = 12  # two eval batches of 8; the last 4 rows of the second batch are beyond N and must be dropped
 EVAL_TAGS = ("eval/fid", "eval/ema_fid", "eval/kid", "eval/ema_kid", "eval/is", "eval/ema_is", "eval/seconds")
 

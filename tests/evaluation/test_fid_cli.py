@@ -14,6 +14,8 @@ from xmc_gan_jax import fid as fid_cli
 from xmc_gan_jax.evaluation import fid_stats
 from xmc_gan_jax.evaluation import inception_weights as iw
 
+pytestmark = pytest.mark.slow  # runs the command line on the real Inception
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "goldens" / "inception_pool3.npz"
 MISSING_WEIGHTS = ("REAL FID INCEPTION WEIGHTS NOT FOUND - the CLI is NOT being checked against the torch golden. "
