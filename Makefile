@@ -49,3 +49,11 @@ demo:
 .PHONY: shellcheck
 shellcheck:
 	command -v shellcheck >/dev/null || (apt-get install -y shellcheck || (apt-get update && apt-get install -y shellcheck))
+
+# Optional: libtpu (the version jax[tpu] pins for this jax) so that `--mode=describe --topology=v5e:2x2` compiles
+# the train step for a Cloud TPU topology on this CPU machine (ahead of time; no TPU needed). docs/tpu_aot.md.
+LIBTPU_VERSION ?= 0.0.42.1
+.PHONY: install-tpu-aot
+install-tpu-aot: install
+	$(PY) -m pip install --quiet --no-deps "libtpu==$(LIBTPU_VERSION)"
+	$(PY) -c "import importlib.metadata as m; print('libtpu', m.version('libtpu'))"

@@ -42,6 +42,9 @@ flags.DEFINE_integer("process_id", int(os.environ["XMC_PROCESS_ID"]) if "XMC_PRO
                      "This process's index, 0 .. num_processes - 1 (with --coordinator_address).")
 flags.DEFINE_enum("expect_platform", None, ["tpu", "gpu", "cpu"],
                   "Refuse to start unless JAX's default backend is this platform (set by the launch scripts).")
+flags.DEFINE_string("topology", None, "With --mode=describe: compile ahead of time for this Cloud TPU slice, e.g. "
+                    "v5e:2x2, v4:2x2x1 (v4-8), v5e:4x4; needs `make install-tpu-aot`, no TPU (docs/tpu_aot.md).")
+flags.DEFINE_bool("max_batch", False, "With --mode=describe --topology: bisect the largest per-chip batch that fits.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -104,7 +107,7 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.mode == "describe":
     from xmc_gan_jax import describe  # pylint: disable=g-import-not-at-top
-    print(describe.describe(config))
+    print(describe.describe(config, topology=FLAGS.topology, max_batch=FLAGS.max_batch))
     return
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required for --mode=train and --mode=eval.")
