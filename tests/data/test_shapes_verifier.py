@@ -15,7 +15,7 @@ def _dataset(image_size, seed=0, num=NUM):
   return np.stack([ss.render_scene(s, image_size) for s in scenes]), ss.pad_objects(scenes)
 
 
-@pytest.fixture(scope="module", params=[32, 64])
+@pytest.fixture(scope="module", params=[32, pytest.param(64, marks=pytest.mark.slow)])
 def dataset(request):
   return _dataset(request.param)
 

@@ -177,6 +177,7 @@ def _rel(got, want):
   return np.abs(got - want).max() / np.abs(want).max()
 
 
+@pytest.mark.slow
 def test_uint8_images_resized_on_device_match_pytorch_fid_path(golden_sets):
   variables, sets = golden_sets
   images, expected = sets["a"]  # 64 x 64 uint8 -> bilinear 299 inside the jitted step
