@@ -4,8 +4,11 @@ through evaluation/follow.py, standalone on checkpoints (`--mode=eval`).
 Protocol, identical for every checkpoint so that scores are comparable:
 - N caption/image pairs from the eval split (`sources.eval_source`, global batches of eval.batch_size; N =
   eval.num_images, or eval.standalone_num_images for `--mode=eval`). Repeat r uses the captions of seed offset r
-  and noise z ~ N(0, 1) drawn on the host from (config.seed, r, process, batch index) (`eval_noise`). The raw and
-  the EMA generator see the same captions and the same z. Padding rows (`valid` = 0) are dropped.
+  and noise z ~ N(0, 1) drawn on the host for the global batch from (config.seed, r, batch index) (`eval_noise`;
+  each process takes the rows it feeds). The raw and the EMA generator see the same captions and the same z.
+  Features of all processes are gathered and put in global row order (batch by batch) before padding rows
+  (`valid` = 0) are dropped and the first N kept, so with random data a run on P processes scores the same
+  images as a run on one.
 - Generated images in [0, 1] are quantised to uint8 (floor(255 x + 0.5), as a saved PNG) before the FID
   Inception (pytorch-fid semantics, `features.FeatureExtractor`) and before the shapes verifier.
 - Real statistics: pool3 mean and covariance of the first N eval-split images at the model resolution, plus the
@@ -46,7 +49,10 @@ _OBJECT_KEYS = tuple(f"objects/{k}" for k in ("color", "shape", "size", "row", "
 
 def eval_noise(seed: int, repeat: int, batch_index: int, batch_size: int, z_dim: int,
                process_index: int = 0) -> np.ndarray:
-  """float32 [batch_size, z_dim] standard normal noise of one eval batch; a pure function of its arguments."""
+  """float32 [batch_size, z_dim] standard normal noise of one eval batch; a pure function of its arguments.
+
+  The evaluator draws the GLOBAL batch (process_index 0) and each process keeps its rows; `process_index` > 0
+  gives another stream (kept for callers that salt by process)."""
   rng = np.random.default_rng([_NOISE_SALT, int(seed), int(repeat), int(process_index), int(batch_index)])
   return rng.standard_normal((batch_size, z_dim), dtype=np.float32)
 
@@ -97,6 +103,14 @@ def _gather_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in arrays.items()}
+
+
+def _all_processes_agree(flag: bool) -> bool:
+  """Whether `flag` holds on every process (a collective on several processes: all must call it)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.asarray(multihost_utils.process_allgather(np.array([int(bool(flag))], np.int32))).all())
 
 
 def _captions(batch: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
@@ -153,7 +167,7 @@ class Evaluator:
       dataset += f"-seed{int(cfg.seed)}"
     if cfg.dataset.get("center_crop", False):
       dataset += "-crop"
-    if jax.process_count() > 1:
+    if jax.process_count() > 1 and cfg.dataset.name != "random":  # random eval batches ignore the process count
       dataset += f"-p{jax.process_count()}"
     return fid_stats.real_stats_path(cfg.eval.stats_dir or default_stats_dir(), dataset=dataset,
                                      split=str(cfg.dataset.eval_split), resolution=int(cfg.model.image_size),
@@ -164,21 +178,29 @@ class Evaluator:
     if self._real is not None:
       return self._real
     path = self.stats_path()
+    cached = None
     if path.is_file():
       try:
         stats = fid_stats.load_stats(path)
         if stats.features is not None and stats.features.shape[0] >= 2 and stats.weights == self.weights_tag:
-          self._real = stats
-          logging.info("Real statistics of %d images from %s", stats.num_images, path)
-          return stats
-        logging.warning("Ignoring %s: no features or other weights (%r); recomputing.", path, stats.weights)
+          cached = stats
+        else:
+          logging.warning("Ignoring %s: no features or other weights (%r); recomputing.", path, stats.weights)
       except (OSError, ValueError) as e:
         logging.warning("Ignoring unreadable real statistics %s (%s); recomputing.", path, e)
-    pool3, valid = [], []
-    for batch in self._batches(repeat=0):
+    # Computing gathers features from every process: all of them compute unless every one has the cache (hosts
+    # without a shared stats_dir would otherwise wait forever in the gather of the ones that compute).
+    if _all_processes_agree(cached is not None):
+      self._real = cached
+      logging.info("Real statistics of %d images from %s", cached.num_images, path)
+      return cached
+    pool3, valid, rows = [], [], []
+    for index, batch in enumerate(self._batches(repeat=0)):
+      n = len(batch["image"])
       pool3.append(self.extractor(batch["image"]).pool3)
-      valid.append(np.asarray(batch.get("valid", np.ones(len(batch["image"]), np.int32)), np.int32))
-    feats = self._select({"pool3": np.concatenate(pool3)}, np.concatenate(valid))["pool3"]
+      valid.append(np.asarray(batch.get("valid", np.ones(n, np.int32)), np.int32))
+      rows.append(self._global_rows(index, n))
+    feats = self._select({"pool3": np.concatenate(pool3)}, np.concatenate(valid), np.concatenate(rows))["pool3"]
     stats = fid_stats.FeatureStats.from_features(feats, weights=self.weights_tag)
     stats.features = feats[:KID_MAX_REAL_FEATURES]
     if jax.process_index() == 0:
@@ -187,9 +209,21 @@ class Evaluator:
     self._real = stats
     return stats
 
-  def _select(self, arrays: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
-    """Gathers rows from all processes, drops padding rows and keeps the first num_images."""
-    gathered = _gather_rows(dict(arrays, _valid=valid))
+  def _global_rows(self, batch_index: int, local_size: int) -> np.ndarray:
+    """Positions in the whole evaluation (batch by batch) of this process's `local_size` rows of batch
+    `batch_index`, in the order `sharding.to_global_batch` places them."""
+    global_size = local_size * jax.process_count()
+    return batch_index * global_size + _local_rows(self._batch_sharding, global_size)
+
+  def _select(self, arrays: dict[str, np.ndarray], valid: np.ndarray,
+              rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Gathers rows from all processes, puts them in global order (`rows`: each local row's global position),
+    drops padding rows and keeps the first num_images."""
+    extra = {"_valid": valid} if rows is None else {"_valid": valid, "_row": np.asarray(rows, np.int64)}
+    gathered = _gather_rows(dict(arrays, **extra))
+    if rows is not None:
+      order = np.argsort(gathered.pop("_row"), kind="stable")
+      gathered = {k: v[order] for k, v in gathered.items()}
     keep = np.flatnonzero(gathered.pop("_valid") > 0)[:self.num_images]
     if keep.size < self.num_images:
       logging.warning("Evaluation used %d images, fewer than the %d asked for.", keep.size, self.num_images)
@@ -211,16 +245,20 @@ class Evaluator:
     parts: dict[str, list[np.ndarray]] = {}
     add = lambda key, value: parts.setdefault(key, []).append(value)
     self.last_grid = None
-    z_dim, seed, process = int(self.config.model.z_dim), int(self.config.seed), jax.process_index()
+    z_dim, seed = int(self.config.model.z_dim), int(self.config.seed)
     for index, batch in enumerate(self._batches(repeat)):
       n = batch["token_ids"].shape[0]
       valid = np.asarray(batch.get("valid", np.ones(n, np.int32)), np.int32)
       rows = np.flatnonzero(valid > 0)
       add("valid", valid)
+      global_rows = self._global_rows(index, n)
+      add("rows", global_rows)
       is_shapes = all(k in batch for k in _OBJECT_KEYS)
       if is_shapes:
         add("num_objects", np.where(valid > 0, batch["num_objects"], 0).astype(np.int32))
-      z = eval_noise(seed, repeat, index, n, z_dim, process)
+      # The global batch's noise, this process's rows of it (the same z per example on any process count).
+      global_size = n * jax.process_count()
+      z = eval_noise(seed, repeat, index, global_size, z_dim)[global_rows - index * global_size]
       images = {}
       for prefix, params in generators.items():
         images[prefix] = self._generate(params, state.g_batch_stats, batch, z)
@@ -238,8 +276,8 @@ class Evaluator:
         shown = rows[:GRID_IMAGES]
         raw = images[""][shown] if "" in images else images["ema_"][shown]
         self.last_grid = (images["ema_"][shown], raw, _captions(batch, shown))
-    merged = {k: np.concatenate(v) for k, v in parts.items() if k != "valid"}
-    selected = self._select(merged, np.concatenate(parts["valid"]))
+    merged = {k: np.concatenate(v) for k, v in parts.items() if k not in ("valid", "rows")}
+    selected = self._select(merged, np.concatenate(parts["valid"]), np.concatenate(parts["rows"]))
     self.last_num_images = int(selected[list(generators)[-1] + "pool3"].shape[0])
     scores: dict[str, float] = {}
     for prefix in generators:
