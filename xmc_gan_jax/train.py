@@ -183,7 +183,14 @@ class Trainer(runtime.Runtime):
     return state
 
   def _fixed_sample_inputs(self, host_batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The sample grids' captions, noise and real images: process 0's first rows, the same on every process (the
+    sampler takes them as replicated inputs)."""
     n = min(self.config.num_sample_images, host_batch["image"].shape[0])
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      shared = multihost_utils.broadcast_one_to_all(
+          {key: np.asarray(host_batch[key][:n]) for key in ("token_ids", "token_mask", "image")})
+      host_batch = dict(host_batch, **{key: np.asarray(value) for key, value in shared.items()})
     z = jax.random.normal(jax.random.fold_in(self.rng, 0x5A3), (n, self.config.model.z_dim))
     captions = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
                 for c in host_batch.get("caption", [])[:n]]
