@@ -78,7 +78,7 @@ def _log(message: str) -> None:
       _stdout_closed = True
       _silence_stdout()
       logging.warning("stdout is closed; progress continues in this log, training goes on.")
-  logging.info("%s", line)
+  logging.warning("%s", line)  # WARNING: the demo shows only warnings of its libraries (see main)
 
 
 def _print(text: str) -> None:
@@ -90,7 +90,7 @@ def _print(text: str) -> None:
     except (BrokenPipeError, OSError, ValueError):
       _log(text)
       return
-  logging.info("%s", text)
+  logging.warning("%s", text)
 
 
 def _silence_stdout() -> None:
@@ -197,6 +197,8 @@ def fid_scores(evaluator, state) -> dict[str, float]:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # the progress lines say what matters; --verbosity=0 shows every INFO line
+    logging.set_verbosity(logging.WARNING)
   start_time = FLAGS.start_time or time.time()
   deadline = start_time + FLAGS.minutes * 60
   workdir = os.path.abspath(FLAGS.workdir)
