@@ -78,20 +78,21 @@ def main(argv=None) -> int:
   samples = []
   # The run also builds its dataset and compiles first: allow that much beyond the training time.
   limit = start + args.minutes * 60 + 1800
-  try:
-    while trainer.poll() is None:
-      if time.time() > limit:
-        raise TimeoutError(f"the trainer ran past {args.minutes} min + 30 min; see {out / 'train.log'}")
-      samples.append((time.time() - start, rss_mib(trainer.pid)))
-      time.sleep(args.every)
-  finally:
-    if trainer.poll() is None:
-      trainer.kill()
-    log.close()
-  with open(out / "rss.csv", "w", newline="") as f:
+  with open(out / "rss.csv", "w", newline="") as f:  # written as it goes: a killed soak keeps its samples
     writer = csv.writer(f)
     writer.writerow(["seconds", "rss_mib"])
-    writer.writerows((round(t, 1), round(r, 1)) for t, r in samples)
+    try:
+      while trainer.poll() is None:
+        if time.time() > limit:
+          raise TimeoutError(f"the trainer ran past {args.minutes} min + 30 min; see {out / 'train.log'}")
+        samples.append((time.time() - start, rss_mib(trainer.pid)))
+        writer.writerow([round(v, 1) for v in samples[-1]])
+        f.flush()
+        time.sleep(args.every)
+    finally:
+      if trainer.poll() is None:
+        trainer.kill()
+      log.close()
   steps = sorted(int(p.name) for p in (out / "run" / "checkpoints").glob("[0-9]*")) if (out / "run").exists() else []
   if not samples:
     print("no samples (the trainer ended before the first one)")
