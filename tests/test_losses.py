@@ -155,6 +155,7 @@ def test_word_region_score_hand_case():
   assert float(metrics["accuracy"]) == 1.0
 
 
+@pytest.mark.slow
 def test_word_region_padded_garbage_changes_nothing():
   words, mask, regions = _word_region_inputs(seed=5, garbage=0.0)
   noisy = np.where(mask[..., None] == 1, words, 1e4 * np.random.default_rng(1).normal(size=words.shape))
@@ -181,6 +182,7 @@ def test_word_region_zero_padding_gives_finite_gradients():
   assert np.abs(gw[mask == 1]).max() > 0
 
 
+@pytest.mark.slow
 def test_word_region_gradient_matches_finite_differences():
   words, mask, regions = _word_region_inputs(seed=8, n=4, t=3, r=3, e=4, lengths=(1, 3, 2, 3), garbage=0.0)
   grad = np.asarray(jax.grad(lambda r: losses.word_region_loss(words, mask, r, gamma3=10.0)[0])(regions))
