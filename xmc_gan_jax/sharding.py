@@ -1,8 +1,11 @@
 """Device mesh from config, shardings for the state and the batch, and host-local -> global arrays.
 
 The mesh has axes ('data', 'fsdp'). The batch is split over both axes; parameters are replicated when fsdp == 1
-and otherwise sharded along their largest dimension divisible by the fsdp size.
+and otherwise sharded along their largest dimension divisible by the fsdp size. `DevicePrefetch` places the next
+batches on the devices while the current step runs.
 """
+import collections
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -65,3 +68,40 @@ def to_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh, leading_dims
   """Assembles process-local numpy arrays into global jax.Arrays sharded on the example axis."""
   sharding = batch_sharding(mesh, leading_dims)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+
+
+class DevicePrefetch(Iterator):
+  """Iterator of `place(item)` for the items of `source`, placed `size` items ahead of the consumer.
+
+  `place` (e.g. host batch -> global jax.Arrays) starts the host -> device copies, which run asynchronously, so
+  while step n runs, the batches of steps n+1 .. n+size-1 are already on their way to the devices (for jit
+  shardings; flax's `jax_utils.prefetch_to_device` is for pmap): `size` = 2 holds batch n+1 on the devices when
+  step n's batch is handed out. Order and values are the source's. The source's end (StopIteration) or error is
+  raised only after the items placed before it have been handed out.
+  `stats()` is the source's (it counts items up to `size` ahead of the consumer).
+  """
+
+  def __init__(self, source: Iterator, place: Callable[[Any], Any], size: int = 2):
+    if size < 1:
+      raise ValueError(f"prefetch size must be >= 1, got {size}.")
+    self._source, self._place, self._size = source, place, size
+    self._ready: collections.deque = collections.deque()
+    self._error: Exception | None = None   # the source's StopIteration or error, raised once drained
+
+  def _fill(self) -> None:
+    while self._error is None and len(self._ready) < self._size:
+      try:
+        item = next(self._source)
+      except Exception as e:  # pylint: disable=broad-except
+        self._error = e
+        return
+      self._ready.append(self._place(item))
+
+  def __next__(self):
+    self._fill()
+    if self._ready:
+      return self._ready.popleft()
+    raise self._error
+
+  def stats(self) -> dict:
+    return getattr(self._source, "stats", dict)()
