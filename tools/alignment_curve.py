@@ -6,7 +6,7 @@ Tells a slow run from a stuck one without FID's Inception passes (about 10 s per
 cores). Each checkpoint is scored like `make demo` scores its last one (`evaluation.alignment.shapes_alignment`: the first --images
 validation captions, the same fixed noise for every checkpoint); --untrained adds step 0 (the run's initial
 state). Writes WORKDIR/alignment_curve.md (a table) and WORKDIR/alignment_curve.json (one row per step) and prints
-the table. Re-running scores only checkpoints not yet in the JSON (at the same --images), so it can follow a
+the table (WORKDIR may be gs://...). Re-running scores only checkpoints not yet in the JSON (at the same --images), so it can follow a
 running job. Keep more checkpoints while training (`--config.keep_checkpoints=40` for `python -m xmc_gan_jax.demo`) to
 get more points; the default keeps the last 3.
 """
@@ -47,7 +47,7 @@ def score_checkpoints(runtime, config, checkpointer, num_images: int, untrained:
   return rows
 
 
-def earlier_rows(path: pathlib.Path, num_images: int) -> dict[int, dict]:
+def earlier_rows(path, num_images: int) -> dict[int, dict]:
   """Rows of an earlier alignment_curve.json scored on the same number of captions, by step ({} if none)."""
   if not path.is_file():
     return {}
@@ -75,17 +75,18 @@ def main(argv=None) -> int:
     raise ValueError(f"--images must be >= 1, got {args.images}.")
 
   import jax  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   from xmc_gan_jax import runtime, sample, sharding  # pylint: disable=g-import-not-at-top
   checkpointer, _, config = sample.open_run(args.workdir)
   if config.dataset.name != "shapes":
     raise ValueError(f"{args.workdir} trained on {config.dataset.name!r}; the verifier scores captioned shapes only.")
   run = runtime.Runtime(config, mesh=sharding.make_mesh(config.mesh, jax.devices()[:1]))
-  json_path = pathlib.Path(args.workdir) / "alignment_curve.json"
+  json_path = epath.Path(args.workdir) / "alignment_curve.json"
   rows = score_checkpoints(run, config, checkpointer, args.images, args.untrained,
                            earlier_rows(json_path, args.images))
   checkpointer.close()
   table = markdown_table(rows)
-  (pathlib.Path(args.workdir) / "alignment_curve.md").write_text(table)
+  (epath.Path(args.workdir) / "alignment_curve.md").write_text(table)
   json_path.write_text(json.dumps(rows, indent=2))
   print(f"EMA generator, first {args.images} validation captions, fixed noise:\n{table}")
   return 0

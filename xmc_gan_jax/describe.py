@@ -13,13 +13,13 @@ import copy
 import dataclasses
 import functools
 import importlib.metadata
-import os
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
 from xmc_gan_jax import config_validation
 from xmc_gan_jax import model_factory
@@ -46,9 +46,10 @@ MAX_BATCH_CAP = 4096      # per chip per sub-step; --max_batch never probes abov
 def text_encoder_architecture(path: str) -> tuple[bert_weights.BertConfig, str]:
   """(BertConfig, where it came from) for a folder, the default MiniLM, or a well-known model name."""
   folder = path or bert_weights.default_text_encoder_path()
-  if os.path.isfile(os.path.join(folder, "config.json")):
-    return bert_weights.read_bert_config(folder), os.path.join(folder, "config.json")
-  name = os.path.basename(os.path.normpath(folder))
+  config_file = epath.Path(folder) / "config.json"  # the folder may be gs://...
+  if config_file.is_file():
+    return bert_weights.read_bert_config(folder), str(config_file)
+  name = epath.Path(folder).name
   if name in KNOWN_BERT_CONFIGS:
     return KNOWN_BERT_CONFIGS[name], f"published {name} architecture (weights not found at {folder!r})"
   bert_weights.check_bert_folder(folder)  # raises with instructions

@@ -7,16 +7,17 @@ A and B are folders of .png/.jpg/.jpeg images (any size; converted to RGB; not r
 files (from --save-stats, pytorch-fid or TTUR: keys 'mu' and 'sigma'). Images follow pytorch-fid: u8 / 255,
 bilinear resize to 299 without antialiasing, 2x - 1, pool3 features; FID in float64. Prints `FID: <value>` and,
 with --kid, `KID: <mean> ± <std>` (needs per-image features: folders, or .npz saved with --save-features).
---save-stats writes the statistics of A. Unreadable image files are skipped and counted on stderr.
+--save-stats writes the statistics of A. Inputs and OUT.npz may be local or gs://... Unreadable image files are skipped and counted on stderr.
 """
 import argparse
+import io
 import os
-import pathlib
 import pickle
 import sys
 from typing import Iterator
 
 import numpy as np
+from etils import epath
 
 from xmc_gan_jax.evaluation import features as features_lib
 from xmc_gan_jax.evaluation import fid_stats
@@ -25,7 +26,7 @@ from xmc_gan_jax.evaluation import inception_weights
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
+def list_images(folder: epath.Path) -> list[epath.Path]:
   """Image files directly inside `folder` (sorted); raises ValueError if there are none."""
   files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
   if not files:
@@ -33,17 +34,17 @@ def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
   return files
 
 
-def _read_rgb(path: pathlib.Path) -> np.ndarray | None:
+def _read_rgb(path: epath.Path) -> np.ndarray | None:
   """uint8 [H, W, 3], or None if the file cannot be decoded."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(path.read_bytes())) as image:
       return np.asarray(image.convert("RGB"), np.uint8)
   except (OSError, ValueError, SyntaxError):
     return None
 
 
-def _resized_images(files: list[pathlib.Path], skipped: list[pathlib.Path]) -> Iterator[np.ndarray]:
+def _resized_images(files: list[epath.Path], skipped: list[epath.Path]) -> Iterator[np.ndarray]:
   """Each readable file as float32 [299, 299, 3] in [0, 1] (torch-style bilinear resize on the host)."""
   for path in files:
     image = _read_rgb(path)
@@ -69,10 +70,10 @@ class _Session:
     return self._extractor
 
   def stats(self, source: str, keep_features: bool) -> fid_stats.FeatureStats:
-    path = pathlib.Path(source)
+    path = epath.Path(source)  # local or gs://...
     if path.is_dir():
       files = list_images(path)
-      skipped: list[pathlib.Path] = []
+      skipped: list[epath.Path] = []
       feats = self.extractor().extract(_resized_images(files, skipped))
       note = f" ({len(skipped)} unreadable skipped, e.g. {skipped[0].name})" if skipped else ""
       print(f"{source}: {feats.pool3.shape[0]} images{note}", file=sys.stderr)

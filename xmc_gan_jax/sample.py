@@ -7,20 +7,24 @@ Rebuilds the config from the checkpoint's metadata (or W/config.json), restores 
 --step), tokenises the prompts like the training data and writes a PNG grid with one row per prompt, --num
 images per prompt, and each image's prompt printed below it. --out-dir also writes each image at the model
 resolution as PROMPT_SAMPLE.png (PROMPT.png when --num=1) plus prompts.txt. The noise is a pure function of
---seed: the same seed gives the same images, and sample j uses the same z for every prompt.
+--seed: the same seed gives the same images, and sample j uses the same z for every prompt. Every path (--workdir,
+--prompts-file, --out, --out-dir) may be local or gs://... (read and written through etils.epath).
 
 Limits (checked before anything is generated): the --out grid holds at most MAX_GRID_PER_PROMPT (64) images per
 prompt and MAX_GRID_IMAGES (1024) in all; more images go to --out-dir alone, which is written chunk by chunk.
 Generations of more than one chunk print their progress to stderr.
 """
 import argparse
+import io
 import json
 import os
-import pathlib
 import sys
 import time
 
 import numpy as np
+from etils import epath
+
+from xmc_gan_jax import paths
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,7 +38,7 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
   """--prompt values then the non-empty lines of --prompts-file (lines starting with '#' are comments)."""
   out = list(prompts or [])
   if prompts_file:
-    path = pathlib.Path(prompts_file)
+    path = epath.Path(prompts_file)
     if not path.is_file():
       raise FileNotFoundError(f"--prompts-file {prompts_file!r} does not exist.")
     try:
@@ -65,7 +69,7 @@ def load_run_config(workdir: str, checkpointer, step: int):
   except (FileNotFoundError, ValueError, KeyError):
     text = None
   if text is None:
-    path = pathlib.Path(workdir) / "config.json"
+    path = epath.Path(workdir) / "config.json"
     if not path.is_file():
       raise FileNotFoundError(f"Neither the checkpoint of step {step} nor {path} holds the run's config.")
     text = path.read_text()
@@ -82,11 +86,12 @@ def check_request(args: argparse.Namespace, num_prompts: int) -> None:
   if not args.out and not args.out_dir:
     raise ValueError("Give --out=grid.png and/or --out-dir=DIR.")
   if args.out:
-    out = pathlib.Path(args.out)
+    out = epath.Path(args.out)
     if out.is_dir():
       raise ValueError(f"--out={args.out} is an existing folder; give a PNG file name, e.g. --out={out / 'grid.png'} "
                        f"(or --out-dir={args.out} for single images).")
-    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+    # (A bucket has no files that could stand in a folder's way; its parents are not probed.)
+    if not paths.is_remote(args.out) and any(parent.exists() and not parent.is_dir() for parent in out.parents):
       raise ValueError(f"--out={args.out}: a parent of it is a file, not a folder.")
     total = num_prompts * args.num
     if args.num > MAX_GRID_PER_PROMPT or total > MAX_GRID_IMAGES:
@@ -95,7 +100,7 @@ def check_request(args: argparse.Namespace, num_prompts: int) -> None:
           f"most {MAX_GRID_PER_PROMPT} images per prompt and {MAX_GRID_IMAGES} in all. Lower --num (e.g. "
           f"--num={min(MAX_GRID_PER_PROMPT, max(1, MAX_GRID_IMAGES // num_prompts))}), or drop --out and write "
           f"single images with --out-dir.")
-  if args.out_dir and pathlib.Path(args.out_dir).exists() and not pathlib.Path(args.out_dir).is_dir():
+  if args.out_dir and epath.Path(args.out_dir).exists() and not epath.Path(args.out_dir).is_dir():
     raise ValueError(f"--out-dir={args.out_dir} is an existing file, not a folder.")
 
 
@@ -138,6 +143,14 @@ def generate(runtime, state, token_ids: np.ndarray, token_mask: np.ndarray, z: n
   return np.concatenate([images for _, images in generate_chunks(runtime, state, token_ids, token_mask, z, use_ema)])
 
 
+def _write_png(image: np.ndarray, path: epath.Path) -> None:
+  """uint8 [H, W, 3] as a PNG file at `path` (local or remote)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  path.write_bytes(buffer.getvalue())
+
+
 def _print_progress(done: int, total: int, seconds: float) -> None:
   left = seconds / max(done, 1) * (total - done)
   print(f"sampling: {done}/{total} images, {seconds:.0f} s, ~{left:.0f} s left", file=sys.stderr, flush=True)
@@ -154,7 +167,7 @@ def open_run(workdir: str, step: int | None = None):
   """(read-only Checkpointer, step, config) of a training run: `step` defaults to the latest checkpoint; the config
   is the one that trained it (`load_run_config`), set to one device. FileNotFoundError without that checkpoint."""
   from xmc_gan_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  ckpt_dir = pathlib.Path(workdir) / checkpointing.CHECKPOINT_DIR
+  ckpt_dir = epath.Path(workdir) / checkpointing.CHECKPOINT_DIR
   checkpointer = checkpointing.Checkpointer(workdir, read_only=True) if ckpt_dir.is_dir() else None
   steps = checkpointer.all_steps() if checkpointer else []
   if not steps:
@@ -170,7 +183,7 @@ def run(args: argparse.Namespace) -> str:
   """Does the work of `main`; returns a one-line summary. Raises FileNotFoundError / ValueError on bad input."""
   prompts = read_prompts(args.prompt, args.prompts_file)
   check_request(args, len(prompts))
-  if not pathlib.Path(args.workdir).is_dir():
+  if not epath.Path(args.workdir).is_dir():
     raise FileNotFoundError(f"Workdir {args.workdir!r} does not exist; pass the --workdir of a training run.")
 
   import jax  # pylint: disable=g-import-not-at-top
@@ -196,8 +209,7 @@ def run(args: argparse.Namespace) -> str:
   z = np.tile(sample_noise(args.seed, args.num, int(config.model.z_dim)), (len(prompts), 1))
   total = ids.shape[0]
 
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  out_dir = pathlib.Path(args.out_dir) if args.out_dir else None
+  out_dir = epath.Path(args.out_dir) if args.out_dir else None
   if out_dir:
     out_dir.mkdir(parents=True, exist_ok=True)
   kept = []  # uint8 images for the grid (bounded by check_request); --out-dir images are written per chunk
@@ -210,15 +222,16 @@ def run(args: argparse.Namespace) -> str:
       for k, image in enumerate(chunk, start):
         i, j = divmod(k, args.num)
         name = f"{i:03d}.png" if args.num == 1 else f"{i:03d}_{j:02d}.png"
-        Image.fromarray(image).save(out_dir / name, format="PNG")
+        _write_png(image, out_dir / name)
   written = []
   if args.out:
     images = np.concatenate(kept)
     captions = [p for p in prompts for _ in range(args.num)]
     columns = args.num if args.num > 1 else min(len(prompts), 4)
     grid = image_grid.captioned_grid(images, captions, columns=columns)
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(args.out, format="PNG")
+    out = epath.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(grid, out)
     written.append(args.out)
   if out_dir:
     (out_dir / "prompts.txt").write_text("".join(f"{i:03d}\t{p}\n" for i, p in enumerate(prompts)),

@@ -7,6 +7,7 @@ grey otherwise, so the expected rows are the verifier's own summaries of those t
 import importlib.util
 import json
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -116,3 +117,16 @@ def test_bad_input(run, tmp_path):
   checkpointer.close()
   with pytest.raises(ValueError, match="captioned shapes only"):
     alignment_curve.main([f"--workdir={other}"])
+
+
+def test_gcs_workdir(patched, tmp_path, monkeypatch):
+  """The same run on (fake) gs://: the checkpoints are read there, the table and JSON written there and re-read."""
+  from tests import fake_gcs  # pylint: disable=import-outside-toplevel
+  with fake_gcs.mount(tmp_path / "gcs") as root:
+    shutil.copytree(patched["workdir"] / checkpointing.CHECKPOINT_DIR, root / "bucket" / "run" / "checkpoints")
+    assert alignment_curve.main(["--workdir=gs://bucket/run", "--images=6"]) == 0
+    rows = json.loads((root / "bucket" / "run" / "alignment_curve.json").read_text())
+    assert [r["step"] for r in rows] == [3, 7]
+    assert (root / "bucket" / "run" / "alignment_curve.md").read_text().splitlines()[3].startswith("| 7 | ")
+    monkeypatch.setattr(runtime.Runtime, "samples", lambda self, *a: pytest.fail("re-scored a known step"))
+    assert alignment_curve.main(["--workdir=gs://bucket/run", "--images=6"]) == 0

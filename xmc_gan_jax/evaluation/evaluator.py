@@ -159,7 +159,7 @@ class Evaluator:
     return sources.eval_source(self.config, self.runtime.text.vocab_path, self.runtime.text.vocab_size,
                                num_examples=self.num_images, batch_size=self.batch_size, seed_offset=repeat)
 
-  def stats_path(self) -> pathlib.Path:
+  def stats_path(self):
     """Cache file of the real statistics (dataset, split, resolution, N, weights; seed for random data)."""
     cfg = self.config
     dataset = str(cfg.dataset.name)

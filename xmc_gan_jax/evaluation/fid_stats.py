@@ -7,14 +7,15 @@
 - `kernel_inception_distance`: unbiased MMD^2 with the cubic kernel (x.y / D + 1)^3, averaged over subsets.
 - `inception_score`: exp(E_x KL(p(y|x) || p(y))) over 10 splits, from logits or probabilities.
 - `save_stats` / `load_stats`: .npz with 'mu', 'sigma' (the pytorch-fid/TTUR keys), 'num_images', optional
-  'features'; `real_stats_path` names the cache file of real-image statistics.
+  'features'; `real_stats_path` names the cache file of real-image statistics. Files may be local or gs://...
+  (etils.epath).
 """
 import dataclasses
-import os
-import pathlib
+import io
 import re
 
 import numpy as np
+from etils import epath
 
 
 class StreamingStats:
@@ -198,20 +199,22 @@ class FeatureStats:
 
 def save_stats(path, stats: FeatureStats) -> None:
   """Writes an .npz with 'mu', 'sigma', 'num_images', 'weights' and (if present) 'features'."""
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   arrays = {"mu": np.asarray(stats.mu, np.float64), "sigma": np.asarray(stats.sigma, np.float64),
             "num_images": np.int64(stats.num_images), "weights": np.str_(stats.weights)}
   if stats.features is not None:
     arrays["features"] = np.asarray(stats.features, np.float32)
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  tmp = path.with_name(path.name + ".tmp.npz")  # readers never see a half-written file
+  tmp.write_bytes(buffer.getvalue())
+  tmp.replace(path)
 
 
 def load_stats(path) -> FeatureStats:
   """Reads `save_stats` files and pytorch-fid / TTUR stats files (keys 'mu', 'sigma')."""
-  with np.load(path, allow_pickle=False) as data:
+  with np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False) as data:
     if "mu" not in data.files or "sigma" not in data.files:
       raise ValueError(f"{path} is not a statistics file: it needs 'mu' and 'sigma' arrays, has {data.files}.")
     features = data["features"] if "features" in data.files else None
@@ -223,10 +226,10 @@ def load_stats(path) -> FeatureStats:
 
 
 def real_stats_path(cache_dir, *, dataset: str, split: str, resolution: int, num_images: int,
-                    weights: str = "default_1") -> pathlib.Path:
+                    weights: str = "default_1") -> epath.Path:
   """Cache file of real-image statistics: `<cache_dir>/<dataset>_<split>_<res>px_n<N>_<weights>.npz`."""
   if resolution <= 0 or num_images <= 0:
     raise ValueError(f"resolution and num_images must be positive, got {resolution} and {num_images}.")
   parts = [dataset, split, f"{int(resolution)}px", f"n{int(num_images)}", weights]
   safe = [re.sub(r"[^A-Za-z0-9.-]+", "-", str(p)).strip("-") or "x" for p in parts]
-  return pathlib.Path(cache_dir) / ("_".join(safe) + ".npz")
+  return epath.Path(cache_dir) / ("_".join(safe) + ".npz")

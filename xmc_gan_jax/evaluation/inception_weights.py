@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from xmc_gan_jax import paths
 from xmc_gan_jax.evaluation import inception
 
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -463,7 +464,7 @@ def load_inception_variables(path: str | None = None, *, use_cache: bool = True)
   install instructions if missing.
   """
   is_default = not path
-  path = str(default_weights_path()) if is_default else os.fspath(path)
+  path = str(default_weights_path()) if is_default else paths.local_copy(path)  # gs://... copied once
   if not os.path.isfile(path):
     raise FileNotFoundError(f"Inception weights file {path!r} does not exist. {INSTALL_HINT}")
   cached = cache_path(path) if use_cache else None

