@@ -8,9 +8,11 @@
     writes TensorBoard events.
 (b) SIGTERM to process 1 only: both processes stop after the same step (stop_decision), save one checkpoint and
     exit 0.
+(c) A time budget on process 0's clock only (process 1 is given none): both stop after the same step, save one
+    checkpoint and exit 0.
 
 Every wait has a timeout that kills both processes, and every launch is killed in a `finally`; a failure shows
-the last 40 log lines of each process. Timings on 2 shared CPU cores: (a) ~500 s, (b) ~160 s.
+the last 40 log lines of each process. Timings on 2 shared CPU cores: (a) ~500 s, (b) ~160 s, (c) ~120 s.
 """
 import csv
 import glob
@@ -114,14 +116,17 @@ class Launch:
       return f.read()
 
 
-def launch(workdir, flags: list[str], *, num_processes: int, devices_per_process: int, log_dir, tag: str) -> Launch:
+def launch(workdir, flags: list[str], *, num_processes: int, devices_per_process: int, log_dir, tag: str,
+           process_flags: list[list[str]] | None = None) -> Launch:
   """Starts `python -m xmc_gan_jax.main --config=configs/test.py --workdir=WORKDIR FLAGS` as `num_processes`
-  processes (with --multihost and a fresh localhost coordinator port when > 1)."""
+  processes (with --multihost and a fresh localhost coordinator port when > 1); process i also gets
+  `process_flags[i]`."""
   port = free_port()
   procs, logs = [], []
   os.makedirs(log_dir, exist_ok=True)
   for i in range(num_processes):
-    cmd = [sys.executable, "-m", "xmc_gan_jax.main", "--config=configs/test.py", f"--workdir={workdir}", *flags]
+    cmd = [sys.executable, "-m", "xmc_gan_jax.main", "--config=configs/test.py", f"--workdir={workdir}", *flags,
+           *(process_flags[i] if process_flags else [])]
     if num_processes > 1:
       cmd += ["--multihost", f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
               f"--process_id={i}"]
@@ -303,4 +308,24 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
   said = re.compile(rf"(?i)(sigterm|preempt|stop).*\bstep {steps[0]}\b|\bstep {steps[0]}\b.*(sigterm|preempt|stop)")
   for i in range(2):
     assert said.search(run.log(i)), f"process {i} does not say it stopped at step {steps[0]}.\n{run.tails()}"
+  assert not os.path.exists(workdir / "TRAIN_DONE"), run.tails()
+
+
+def test_time_budget_on_process_0_stops_both_at_one_step(tmp_path):
+  bert = tiny_bert_folder(tmp_path / "bert")
+  workdir = tmp_path / "run"
+  # Only process 0 has a budget: process 1 would train all 1000 steps if it decided alone.
+  run = launch(workdir, _flags(bert, tmp_path / "stats", total_steps=1000, checkpoint_every_steps=1000,
+                               log_every_steps=1, **{"eval.every_steps": 0}),
+               num_processes=2, devices_per_process=2, log_dir=tmp_path / "logs", tag="budget",
+               process_flags=[["--config.max_train_seconds=20"], ["--config.max_train_seconds=0"]])
+  try:
+    codes = run.wait(LAUNCH_TIMEOUT_S)
+  finally:
+    run.kill()
+  assert codes == [0, 0], f"Return codes {codes} with a time budget on process 0.\n{run.tails()}"
+  steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+  assert len(steps) == 1 and 1 <= steps[0] < 1000, f"checkpoints {steps}\n{run.tails()}"
+  for i in range(2):
+    assert f"time budget reached: saved step {steps[0]} on every process" in run.log(i), run.tails()
   assert not os.path.exists(workdir / "TRAIN_DONE"), run.tails()
