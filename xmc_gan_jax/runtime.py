@@ -102,7 +102,12 @@ class Runtime:
 
   def step(self, state, host_batch):
     """One jitted train step on a host batch: (new state, metrics). `state` is donated."""
-    return self.train_step(state, self.text_params, self.device_batch(host_batch), self.rng)
+    return self.device_step(state, self.device_batch(host_batch))
+
+  def device_step(self, state, batch: dict[str, jax.Array]):
+    """One jitted train step on a batch already placed by `device_batch`: (new state, metrics), dispatched
+    asynchronously (nothing here waits for the device). `state` is donated."""
+    return self.train_step(state, self.text_params, batch, self.rng)
 
   def samples(self, params, batch_stats, token_ids, token_mask, z) -> np.ndarray:
     """Generator images float32 [B, H, W, 3] in [0, 1] on the host (pass EMA params for EMA samples)."""

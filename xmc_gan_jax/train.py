@@ -12,10 +12,14 @@ from absl import logging
 from xmc_gan_jax import checkpointing
 from xmc_gan_jax import image_grid
 from xmc_gan_jax import runtime
+from xmc_gan_jax import sharding
 from xmc_gan_jax import stop_decision
 from xmc_gan_jax import train_state
 from xmc_gan_jax import workdir_lock
 from xmc_gan_jax.data import sources
+
+
+PREFETCH_BATCHES = 2  # batches placed on the devices ahead of the step that uses the first of them
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,7 +127,9 @@ class Trainer(runtime.Runtime):
                                  f"{checkpointer.directory} could not be restored ({error}); resumed from "
                                  f"step {start}, the damaged one is in {checkpointing.DAMAGED_DIR}/."})
     progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
-    data = sources.train_source(config, self.text.vocab_path, self.text.vocab_size, start)
+    # Batch n+1 is copied to the devices while step n runs; host batches ride along for the sample grids.
+    data = sharding.DevicePrefetch(sources.train_source(config, self.text.vocab_path, self.text.vocab_size, start),
+                                   lambda host: (host, self.device_batch(host)), size=PREFETCH_BATCHES)
     fixed = None
     pending: list[dict[str, jax.Array]] = []
     last_log_time, last_log_step = time.time(), start
@@ -134,12 +140,17 @@ class Trainer(runtime.Runtime):
       stop_time = min(stop_time, time.time() + config.max_train_seconds)
     with stop_decision.StopDecision(stop_time) as decision:
       while step < config.total_steps:
-        host_batch = next(data)
+        host_batch, device_batch = next(data)
         if fixed is None:
           fixed = self._fixed_sample_inputs(host_batch)
-        state, metrics = self.step(state, host_batch)
+        del host_batch
+        state, metrics = self.device_step(state, device_batch)
         step += 1
         pending.append(metrics)
+        if len(pending) >= 2:
+          # At most one step ahead of the device, so queued batches and metrics stay bounded; the device does not
+          # idle for this wait (step n is already queued behind step n - 1).
+          jax.block_until_ready(pending[-2])
         progress(step)
         stop = decision.poll(step)  # the same answer on every process
         lock.refresh()
