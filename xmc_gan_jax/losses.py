@@ -2,6 +2,8 @@
 
 All functions are pure and jit-able and import no TensorFlow. Inputs may be bfloat16; every loss is computed in
 (at least) float32 and returned as a float32 scalar (float64 when jax_enable_x64 is on and inputs are float64).
+The similarity einsums are float32 at Precision.HIGHEST (f32-accurate also on TPU, whose DEFAULT f32 matmul is one
+bf16 pass), under the named scope "f32_contrastive_logits" of `models.precision.FLOAT32_EXCEPTIONS`.
 
 Group size. The original ran under pmap with 8 examples per device, so contrastive negatives came only from the
 local device batch. Under one global jit the batch axis is global; `group_size=g > 0` splits the N examples into
@@ -18,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xmc_gan_jax.models import precision as policy
+
 Metrics = Dict[str, jax.Array]
+
+
+_SCOPE = "f32_contrastive_logits"
+_HI = jax.lax.Precision.HIGHEST
 
 
 def _compute_dtype(*xs) -> jnp.dtype:
@@ -137,7 +145,8 @@ def contrastive_loss(a: jax.Array, b: jax.Array, temperature: float = 0.1,
   dtype = _compute_dtype(a, b)
   a = l2_normalize(a.astype(dtype)).reshape(groups, n // groups, d)
   b = l2_normalize(b.astype(dtype)).reshape(groups, n // groups, d)
-  logits = jnp.einsum("kid,kjd->kij", a, b) / temperature
+  with policy.float32_scope(_SCOPE):
+    logits = jnp.einsum("kid,kjd->kij", a, b, precision=_HI) / temperature
   return _symmetric_ce(logits)
 
 
@@ -156,11 +165,12 @@ def _word_region_scores(words: jax.Array, word_mask: jax.Array, regions: jax.Arr
   cos(word_t, c_t) is computed without materialising c_t ([g, g, T, E]): word_t . c_t = sum_r alpha_r cos_tr and
   |c_t|^2 = alpha^T (regions regions^T) alpha, so the largest temporaries are [G, g, g, T, R].
   """
-  cos_wr = jnp.einsum("kite,kjre->kijtr", words, regions)            # [G, g, g, T, R]
-  alpha = jax.nn.softmax(gamma1 * cos_wr, axis=-1)                     # attention over regions
-  dot_wc = jnp.sum(alpha * cos_wr, axis=-1)                            # word_t . c_t       [G, g, g, T]
-  gram = jnp.einsum("kjre,kjse->kjrs", regions, regions)               # region Gram        [G, g, R, R]
-  alpha_gram = jnp.einsum("kijtr,kjrs->kijts", alpha, gram)            # [G, g, g, T, R]
+  with policy.float32_scope(_SCOPE):
+    cos_wr = jnp.einsum("kite,kjre->kijtr", words, regions, precision=_HI)       # [G, g, g, T, R]
+    alpha = jax.nn.softmax(gamma1 * cos_wr, axis=-1)                               # attention over regions
+    dot_wc = jnp.sum(alpha * cos_wr, axis=-1)                                      # word_t . c_t  [G, g, g, T]
+    gram = jnp.einsum("kjre,kjse->kjrs", regions, regions, precision=_HI)         # region Gram   [G, g, R, R]
+    alpha_gram = jnp.einsum("kijtr,kjrs->kijts", alpha, gram, precision=_HI)      # [G, g, g, T, R]
   norm_sq_c = jnp.sum(alpha_gram * alpha, axis=-1)                     # |c_t|^2            [G, g, g, T]
   cos_wc = dot_wc * jax.lax.rsqrt(jnp.maximum(norm_sq_c, 1e-12))
   mask = jnp.broadcast_to(word_mask[:, :, None, :], cos_wc.shape)

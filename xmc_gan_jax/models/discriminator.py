@@ -80,7 +80,8 @@ class Discriminator(nn.Module):
     df_dim: base channel width (paper: 96); the global feature width is Cd = 16 * df_dim.
     text_dim: E, width of the word/sentence embeddings (768 for BERT-base); regions are projected to it.
     cond_size: side of the region-feature map (some block output must have this size).
-    dtype: compute dtype (jnp dtype or name); params and spectral-norm vectors stay float32; outputs are float32.
+    dtype: compute dtype (jnp dtype or name): convolution and matmul operands and results; params, spectral-norm
+      vectors and power iterations, the spatial pooling and the outputs stay float32 (docs/precision.md).
   """
   image_size: int
   df_dim: int = 96
@@ -120,7 +121,7 @@ class Discriminator(nn.Module):
 
     regions = layers.SpectralConv(self.text_dim, (1, 1), dtype=dtype, name="region_proj")(x_cond, train)
     regions = regions.reshape(regions.shape[0], self.cond_size * self.cond_size, self.text_dim)
-    x_pool = jnp.sum(nn.relu(x), axis=(1, 2))
+    x_pool = jnp.sum(nn.relu(x).astype(jnp.float32), axis=(1, 2))  # [N, Cd] float32; the heads cast it to dtype
     sentence_features = layers.SpectralDense(x_pool.shape[-1], dtype=dtype, name="sentence_proj")(sentence, train)
     logits = layers.SpectralDense(1, dtype=dtype, name="logit")(x_pool, train)[:, 0]
     logits = logits.astype(jnp.float32) + jnp.sum(

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from xmc_gan_jax.models import layers
+from xmc_gan_jax.models import precision as policy
 
 CHANNEL_MULTIPLIERS = {32: (16, 8, 1), 64: (16, 8, 2, 1), 128: (16, 8, 4, 2, 1), 256: (16, 8, 8, 4, 2, 1)}
 _MASK_LOGIT = -1e9
@@ -82,27 +83,32 @@ class GenSpatialBlock(nn.Module):
     return h + shortcut
 
 
-def word_attention(regions: jax.Array, words: jax.Array, word_mask: jax.Array, gamma: float) -> jax.Array:
-  """Region-to-word attention of the original `attention_for_g`, in float32.
+def word_attention(regions: jax.Array, words: jax.Array, word_mask: jax.Array, gamma: float,
+                   dtype: Any = jnp.float32) -> jax.Array:
+  """Region-to-word attention of the original `attention_for_g`.
 
   Args:
     regions: [B, R, E] region features.
     words: [B, T, E] word (token) features; values at padded positions are ignored entirely.
     word_mask: [B, T], nonzero = real token.
     gamma: logit scale applied to the cosine similarities.
+    dtype: matmul operand dtype. float32: both einsums at Precision.HIGHEST (f32-accurate on TPU); bfloat16:
+      bf16 operands, float32 logits (f32 accumulation), bf16 context (docs/precision.md).
 
   Returns:
-    [B, R, E] float32: sum_t softmax_t(gamma * cos(region, word_t)) * word_t / ||word_t|| over real words
-    (all-zero when a caption has no real word).
+    [B, R, E] in `dtype`: sum_t softmax_t(gamma * cos(region, word_t)) * word_t / ||word_t|| over real words
+    (all-zero when a caption has no real word). L2 norms, masking and the softmax are float32.
   """
+  dtype = jnp.dtype(dtype)
+  precision = policy.matmul_precision(dtype)
   real = (word_mask > 0)[:, :, None]
   words = jnp.where(real, words.astype(jnp.float32), 0.0)  # garbage (even NaN) in padding cannot leak.
-  regions = layers.safe_l2_normalize(regions.astype(jnp.float32))
-  words = layers.safe_l2_normalize(words)
-  logits = gamma * jnp.einsum("bre,bte->brt", regions, words, precision=jax.lax.Precision.HIGHEST)
+  regions = layers.safe_l2_normalize(regions.astype(jnp.float32)).astype(dtype)
+  words = layers.safe_l2_normalize(words).astype(dtype)
+  logits = gamma * policy.einsum_f32("bre,bte->brt", regions, words, precision)
   logits = jnp.where(jnp.swapaxes(real, 1, 2), logits, _MASK_LOGIT)
-  attn = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("brt,bte->bre", attn, words, precision=jax.lax.Precision.HIGHEST)
+  attn = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  return jnp.einsum("brt,bte->bre", attn, words, precision=precision)
 
 
 class Generator(nn.Module):
@@ -188,8 +194,8 @@ class Generator(nn.Module):
     spatial_cond = jnp.broadcast_to(gc[:, None, None, :], (batch, size, size, gc.shape[-1]))
     if self.use_word_attention:
       regions = _conv(words.shape[-1], 1, dtype, "region_proj")(x).reshape(batch, size * size, -1)
-      context = word_attention(regions, words, word_mask, self.gamma_for_g)
-      context = context.reshape(batch, size, size, -1).astype(dtype)
+      context = word_attention(regions, words, word_mask, self.gamma_for_g, dtype)
+      context = context.reshape(batch, size, size, -1)
       spatial_cond = jnp.concatenate([context, spatial_cond], axis=-1)
 
     # The spatial condition stays at cond_size: each LCBN computes its modulation there and upsamples it.

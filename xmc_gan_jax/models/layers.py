@@ -8,13 +8,17 @@
   (u of shape (1, out) in collection `spectral_norm_stats`, eps 1e-10 as TF).
 - `upsample_nearest`, `avg_pool_2x2`, `safe_l2_normalize`: stateless helpers.
 
-Images are NHWC. Parameters are float32; computation runs in `dtype` (e.g. bfloat16), statistics in float32.
+Images are NHWC. Parameters are float32; convolutions and matmuls run in `dtype` (e.g. bfloat16), statistics in
+float32; the float32 matmuls (spectral norm, BatchNorm groups) run under the named scopes of
+`precision.FLOAT32_EXCEPTIONS`.
 """
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from xmc_gan_jax.models import precision as policy
 
 Dtype = Any
 
@@ -97,7 +101,9 @@ class GroupBatchNorm(nn.Module):
         average = lambda s: jnp.broadcast_to(jnp.mean(s, axis=0, keepdims=True), s.shape)
       else:
         groups = _group_average_matrix(batch, group)
-        average = lambda s: jnp.matmul(groups, s, precision=jax.lax.Precision.HIGHEST)
+        def average(s):
+          with policy.float32_scope("f32_batch_norm_groups"):
+            return jnp.matmul(groups, s, precision=jax.lax.Precision.HIGHEST)
       expand = lambda s: s.reshape((batch,) + (1,) * len(spatial) + (channels,))
       mean = average(jnp.mean(xf, axis=spatial))  # [B, C], each row = its group's mean
       centred = xf - expand(mean)
@@ -182,13 +188,14 @@ def _spectral_normalize(module: nn.Module, kernel: jax.Array, update_stats: bool
   u_var = module.variable("spectral_norm_stats", "u",
                           lambda: jax.random.normal(module.make_rng("params"), (1, out), jnp.float32))
   hi = jax.lax.Precision.HIGHEST
-  v = _power_normalize(jnp.matmul(u_var.value, w.T, precision=hi))
-  u = _power_normalize(jnp.matmul(v, w, precision=hi))
-  u = jax.lax.stop_gradient(u)
-  v = jax.lax.stop_gradient(v)
-  if update_stats and not module.is_initializing():
-    u_var.value = u
-  sigma = jnp.matmul(jnp.matmul(v, w, precision=hi), u.T, precision=hi)[0, 0]
+  with policy.float32_scope("f32_spectral_norm"):
+    v = _power_normalize(jnp.matmul(u_var.value, w.T, precision=hi))
+    u = _power_normalize(jnp.matmul(v, w, precision=hi))
+    u = jax.lax.stop_gradient(u)
+    v = jax.lax.stop_gradient(v)
+    if update_stats and not module.is_initializing():
+      u_var.value = u
+    sigma = jnp.matmul(jnp.matmul(v, w, precision=hi), u.T, precision=hi)[0, 0]
   return (w / (sigma + _SN_EPS)).reshape(kernel.shape)
 
 
