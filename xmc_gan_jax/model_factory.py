@@ -64,6 +64,8 @@ def build_modules(config: ml_collections.ConfigDict, text_module: nn.Module, tex
   o = config.optim
   g_tx = optax.adam(o.g_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
   d_tx = optax.adam(o.d_lr, b1=o.beta1, b2=o.beta2, eps=o.eps)
+  if "dtype" in getattr(text_module, "__dataclass_fields__", {}):
+    text_module = text_module.clone(dtype=dtype)  # the frozen encoder's matmuls follow model.dtype too
   return GANModules(
       generator=generator, discriminator=discriminator, text_module=text_module, text_dim=text_dim,
       pooling=config.text_encoder.pooling, g_tx=g_tx, d_tx=d_tx,

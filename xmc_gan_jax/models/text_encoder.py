@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmc_gan_jax.models import bert_weights
+from xmc_gan_jax.models import precision as policy
 from xmc_gan_jax.models.bert_weights import BertConfig, default_text_encoder_path
 
 __all__ = ["BertConfig", "BertEncoder", "FEATURES", "POOLINGS", "TextEncoder", "architecture_for_features",
@@ -37,43 +38,48 @@ POOLINGS = ("mean", "cls", "original")
 
 
 class _SelfAttention(nn.Module):
-  """Multi-head self-attention over [B,T,E] with a boolean key mask [B,T]."""
+  """Multi-head self-attention over [B,T,E] with a boolean key mask [B,T]; scores and softmax in float32."""
   config: BertConfig
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     b, t, e = x.shape
     h = self.config.num_attention_heads
     split = lambda y: y.reshape(b, t, h, e // h)
-    q = split(nn.Dense(e, name="query")(x))
-    k = split(nn.Dense(e, name="key")(x))
-    v = split(nn.Dense(e, name="value")(x))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(e // h))
+    dense = lambda name: nn.Dense(e, dtype=self.dtype, name=name)
+    q = split(dense("query")(x))
+    k = split(dense("key")(x))
+    v = split(dense("value")(x))
+    scores = policy.einsum_f32("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(e // h))
     # Padded keys get the most negative float (as HF's additive mask); a row with no real key stays uniform.
     scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, e)
-    return nn.Dense(e, name="output")(context)
+    return dense("output")(context)
 
 
 class _Layer(nn.Module):
-  """One post-LayerNorm BERT layer: attention + residual + LN, feed-forward + residual + LN."""
+  """One post-LayerNorm BERT layer: attention + residual + LN, feed-forward + residual + LN (LN statistics f32)."""
   config: BertConfig
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     cfg = self.config
-    x = nn.LayerNorm(cfg.layer_norm_eps, name="attention_layer_norm")(
-        x + _SelfAttention(cfg, name="attention")(x, key_mask))
-    y = nn.Dense(cfg.intermediate_size, name="intermediate")(x)
+    x = nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, name="attention_layer_norm")(
+        x + _SelfAttention(cfg, self.dtype, name="attention")(x, key_mask))
+    y = nn.Dense(cfg.intermediate_size, dtype=self.dtype, name="intermediate")(x)
     y = jax.nn.gelu(y, approximate=cfg.hidden_act != "gelu")  # "gelu" = exact erf; "gelu_new" = tanh form
-    y = nn.Dense(cfg.hidden_size, name="output")(y)
-    return nn.LayerNorm(cfg.layer_norm_eps, name="output_layer_norm")(x + y)
+    y = nn.Dense(cfg.hidden_size, dtype=self.dtype, name="output")(y)
+    return nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, name="output_layer_norm")(x + y)
 
 
 class _Embeddings(nn.Module):
-  """Word + absolute position + token-type-0 embeddings, then LayerNorm: int [B,T] -> [B,T,E]."""
+  """Word + absolute position + token-type-0 embeddings (summed in float32), then LayerNorm: int [B,T] ->
+  [B,T,E] in `dtype`."""
   config: BertConfig
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, token_ids: jax.Array) -> jax.Array:
@@ -84,12 +90,16 @@ class _Embeddings(nn.Module):
         jnp.arange(t)[None, :])
     token_type = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, name="token_type_embeddings")(
         jnp.zeros((1, t), jnp.int32))
-    return nn.LayerNorm(cfg.layer_norm_eps, name="layer_norm")(words + positions + token_type)
+    return nn.LayerNorm(cfg.layer_norm_eps, dtype=self.dtype, name="layer_norm")(words + positions + token_type)
 
 
 class BertEncoder(nn.Module):
-  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states float32 [B,T,E] (no pooler)."""
+  """BERT encoder: token_ids, token_mask int [B,T] -> last hidden states [B,T,E] in `dtype` (no pooler).
+
+  `dtype` is the matmul dtype (model.dtype, set by model_factory); params stay float32 (docs/precision.md).
+  """
   config: BertConfig
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, token_ids: jax.Array, token_mask: jax.Array) -> jax.Array:
@@ -99,10 +109,10 @@ class BertEncoder(nn.Module):
     if token_ids.shape[1] > self.config.max_position_embeddings:
       raise ValueError(f"Sequence length {token_ids.shape[1]} exceeds this BERT's max_position_embeddings "
                        f"{self.config.max_position_embeddings}; lower text_encoder.max_length.")
-    x = _Embeddings(self.config, name="embeddings")(token_ids)
+    x = _Embeddings(self.config, self.dtype, name="embeddings")(token_ids)
     key_mask = token_mask > 0
     for k in range(self.config.num_hidden_layers):
-      x = _Layer(self.config, name=f"layer_{k}")(x, key_mask)
+      x = _Layer(self.config, self.dtype, name=f"layer_{k}")(x, key_mask)
     return x
 
 
