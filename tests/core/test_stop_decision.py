@@ -32,3 +32,26 @@ def test_time_budget():
     assert decision.poll(1) == sd.OUT_OF_TIME
   with sd.StopDecision(stop_time=time.time() + 3600) as decision:
     assert decision.poll(1) == sd.NONE
+
+
+def test_several_processes_read_the_gathered_flags_one_poll_later(monkeypatch):
+  """As on a pod (the collective path, here over this process's 8 devices): the answer of poll n is the flags of
+  poll n - 1, so the host never waits for the step it just dispatched."""
+  monkeypatch.setattr(sd.jax, "process_count", lambda: 2)
+  with sd.StopDecision() as decision:
+    assert decision.poll(1) == sd.NONE
+    decision.preempted = True
+    assert decision.poll(2) == sd.NONE            # raised before poll 2: read at poll 3
+    assert decision.poll(3) == sd.PREEMPTED
+  with sd.StopDecision(stop_time=time.time() - 1) as decision:
+    assert decision.poll(1) == sd.NONE
+    assert decision.poll(2) == sd.OUT_OF_TIME
+
+
+def test_flag_gather_any_preemption_and_process_zero_clock():
+  gather = sd._FlagGather()  # pylint: disable=protected-access
+  assert np.asarray(gather.start(np.array([0, 0]))).tolist() == [0, 0]
+  assert np.asarray(gather.start(np.array([1, 0]))).tolist() == [1, 0]
+  assert np.asarray(gather.start(np.array([0, 1]))).tolist() == [0, 1]   # this is process 0: its clock counts
+  result = gather.start(np.array([1, 1]))
+  assert result.sharding.is_fully_replicated and result.shape == (2,)
