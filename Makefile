@@ -18,11 +18,15 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt set
 	touch $@
 
 # The complete suite (what .ci/run runs); test-fast leaves out the tests marked slow (compiles, subprocesses).
+# TEST_WORKERS pytest-xdist processes share the test files (a file's tests stay in one process, so its module
+# fixtures are built once); XLA compiles on one core, so two workers keep a 2-core machine busy.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: install
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # A separate venv with the PyTorch reference implementations, only for regenerating goldens in tools/.
 tools-venv: .venv-tools/.installed

@@ -26,6 +26,7 @@ for name in ABSENT:
 sys.path.insert(0, "tools")
 from absl import app
 import bench_train
+bench_train.define_flags()
 try:
   app.run(bench_train.main, argv=["bench_train"] + sys.argv[1:])
 except SystemExit as e:

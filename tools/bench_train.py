@@ -33,11 +33,15 @@ from xmc_gan_jax.models import text_encoder as text_encoder_lib
 from xmc_gan_jax.models.text_encoder import TextEncoder, load_text_encoder
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/test.py", "Config to benchmark.", lock_config=True)
-flags.DEFINE_integer("steps", 5, "Timed steps after the warm-up step.")
-flags.DEFINE_integer("matmul_size", 0, "Side N of the N x N matmul that measures the ceiling (0: 1024 on CPU, "
-                     "8192 on accelerators).")
-flags.DEFINE_string("json", "", "Also write the numbers to this JSON file.")
+
+
+def define_flags() -> None:
+  """The command-line flags (defined on demand, so that importing this module defines none)."""
+  config_flags.DEFINE_config_file("config", "configs/test.py", "Config to benchmark.", lock_config=True)
+  flags.DEFINE_integer("steps", 5, "Timed steps after the warm-up step.")
+  flags.DEFINE_integer("matmul_size", 0, "Side N of the N x N matmul that measures the ceiling (0: 1024 on CPU, "
+                       "8192 on accelerators).")
+  flags.DEFINE_string("json", "", "Also write the numbers to this JSON file.")
 
 # Published dense bf16 peaks, TFLOP/s per device (jax's device_kind, matched by substring in this order). TPUs come
 # from topology.CHIPS (one device per chip); GPUs from NVIDIA's data sheets (without sparsity).
@@ -175,4 +179,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
